@@ -1,0 +1,36 @@
+// Benchmarks behind `longctx bench …`: each prints one JSON object per measured case.
+#pragma once
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace longctx {
+
+struct BenchAttentionOpts {
+  std::string backend = "cpu";   // cpu | cpu_ref | cuda
+  std::string kind = "swat";     // swat | softmax
+  int S = 4096, window = 256, H = 8, Hkv = 8, D = 64;
+  int repeats = 5;
+  bool backward = true;          // time forward+backward (else forward only)
+};
+// Times attention forward (and backward) at one shape; returns
+// {"op","S","window","H","D","fwd_ms","fwdbwd_ms","gflops_fwd","gflops_fwdbwd","peak_rss_mb",...}.
+nlohmann::json bench_attention(const BenchAttentionOpts& o);   // bench_attention.cpp
+
+}  // namespace longctx
+
+namespace longctx {
+
+struct BenchTrainOpts {
+  std::string backend = "cpu";
+  std::string preset = "tiny";
+  std::string attention;  // override: swat | softmax
+  int batch = 1, S = 1024, steps = 5, warmup = 1;
+};
+// Times full training steps (forward, backward, AdamW) on random tokens; returns
+// {"tokens_per_s","step_ms","params","flops_per_token" (6N), "model_gflops","sgemm_gflops",
+//  "pct_of_sgemm","peak_rss_mb",...}. sgemm_gflops is a 1024³ matmul timed in the same run.
+nlohmann::json bench_train(const BenchTrainOpts& o);  // bench_train.cpp
+// GFLOP/s of a square n×n×n fp32 matmul through the backend (median of a few runs).
+double bench_sgemm_gflops(const std::string& backend, int n = 1024);
+
+}  // namespace longctx

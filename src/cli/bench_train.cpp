@@ -1,0 +1,103 @@
+// `longctx bench train`: training throughput of a preset model against the machine's sgemm.
+#include <algorithm>
+#include <chrono>
+#include <numeric>
+#include <sys/resource.h>
+
+#include "cli/bench.h"
+#include "core/rng.h"
+#include "model/model.h"
+#include "train/optimizer.h"
+
+namespace longctx {
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+double peak_rss_mb() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return double(ru.ru_maxrss) / 1024.0;
+}
+
+}  // namespace
+
+double bench_sgemm_gflops(const std::string& backend, int n) {
+  const Backend& be = backend_get(backend.c_str());
+  std::vector<float> a(size_t(n) * n), b(size_t(n) * n), c(size_t(n) * n);
+  Rng rng(7);
+  for (auto& x : a) x = rng.normal();
+  for (auto& x : b) x = rng.normal();
+  std::vector<double> times;
+  for (int r = 0; r < 7; r++) {
+    auto t0 = std::chrono::steady_clock::now();
+    be.matmul_forward(c.data(), a.data(), b.data(), n, n, n);
+    times.push_back(seconds_since(t0));
+  }
+  std::sort(times.begin(), times.end());
+  return 2.0 * double(n) * n * n / times[times.size() / 2] / 1e9;
+}
+
+nlohmann::json bench_train(const BenchTrainOpts& o) {
+  Config c = config_preset(o.preset);
+  if (!o.attention.empty()) c.attention = attn_kind_from_string(o.attention);
+  const Backend& be = backend_get(o.backend.c_str());
+  Model m(c, be);
+  param_init(m.params.data(), m.layout, c, 1);
+  const int T = o.batch * o.S;
+  m.reserve(T);
+  // Random tokens, one document per sequence.
+  std::vector<int32_t> tokens(T), targets(T), pos(T), cu;
+  Rng rng(3);
+  for (int t = 0; t < T; t++) tokens[t] = int32_t(rng.below(uint64_t(c.vocab_size)));
+  for (int s = 0; s <= o.batch; s++) cu.push_back(s * o.S);
+  for (int t = 0; t < T; t++) {
+    pos[t] = t % o.S;
+    targets[t] = (t % o.S == o.S - 1) ? -1 : tokens[t + 1];
+  }
+  TokenBatch b{tokens.data(), targets.data(), pos.data(), cu.data(), T, o.batch};
+  AdamW opt;
+  int64_t n_targets = 0;
+  for (int32_t t : targets) n_targets += t >= 0;
+  std::vector<double> times;
+  for (int s = 0; s < o.warmup + o.steps; s++) {
+    auto t0 = std::chrono::steady_clock::now();
+    std::fill(m.grads.begin(), m.grads.end(), 0.0f);
+    model_forward(m, b, nullptr, 1.0f / float(n_targets));
+    model_backward(m, b);
+    double norm = grad_norm(m.grads.data(), m.grads.size());
+    grad_clip(m.grads.data(), m.grads.size(), norm, 1.0f);
+    adamw_step(be, opt, m.params.data(), m.grads.data(), m.layout, 1e-4f);
+    if (s >= o.warmup) times.push_back(seconds_since(t0));
+  }
+  std::sort(times.begin(), times.end());
+  const double step_s = times[times.size() / 2];
+  // 6N FLOPs per token, N = parameters used per token (the tied embedding counts once, as the
+  // output projection; the input lookup does no FLOPs).
+  const double N = double(m.layout.total);
+  const double flops_per_token = 6.0 * N;
+  const double tps = double(T) / step_s;
+  const double sgemm = bench_sgemm_gflops(o.backend);
+  const double model_gflops = tps * flops_per_token / 1e9;
+  return {{"bench", "train"},
+          {"backend", o.backend},
+          {"preset", o.preset},
+          {"attention", to_string(c.attention)},
+          {"window", c.window},
+          {"batch", o.batch},
+          {"S", o.S},
+          {"params", m.layout.total},
+          {"step_ms", step_s * 1e3},
+          {"tokens_per_s", tps},
+          {"flops_per_token", flops_per_token},
+          {"model_gflops", model_gflops},
+          {"sgemm_gflops", sgemm},
+          {"pct_of_sgemm", 100.0 * model_gflops / sgemm},
+          {"activation_mb", double(m.activation_bytes()) / 1048576.0},
+          {"peak_rss_mb", peak_rss_mb()}};
+}
+
+}  // namespace longctx

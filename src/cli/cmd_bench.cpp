@@ -1,0 +1,42 @@
+// `longctx bench attention|train`: benchmarks printing one JSON object per case.
+#include <cstdio>
+#include <fmt/format.h>
+
+#include "cli/bench.h"
+#include "cli/commands.h"
+
+namespace longctx {
+
+void register_bench(CLI::App& app) {
+  auto* cmd = app.add_subcommand("bench", "Benchmarks (JSON output)");
+  cmd->require_subcommand(1);
+
+  auto* att = cmd->add_subcommand("attention", "Time attention forward and forward+backward");
+  auto ao = std::make_shared<BenchAttentionOpts>();
+  auto fwd_only = std::make_shared<bool>(false);
+  att->add_option("--device", ao->backend, "Backend: cpu | cpu_ref | cuda")->capture_default_str();
+  att->add_option("--kind", ao->kind, "swat | softmax")->capture_default_str();
+  att->add_option("--seq,-S", ao->S, "Sequence length")->capture_default_str();
+  att->add_option("--window,-w", ao->window, "Window")->capture_default_str();
+  att->add_option("--heads", ao->H, "Query heads")->capture_default_str();
+  att->add_option("--kv-heads", ao->Hkv, "KV heads")->capture_default_str();
+  att->add_option("--head-dim", ao->D, "Head dim")->capture_default_str();
+  att->add_option("--repeats", ao->repeats, "Timed repeats (median)")->capture_default_str();
+  att->add_flag("--fwd-only", *fwd_only, "Time the forward only");
+  att->callback([ao, fwd_only] {
+    ao->backward = !*fwd_only;
+    fmt::print("{}\n", bench_attention(*ao).dump());
+  });
+
+  auto* tr = cmd->add_subcommand("train", "Time training steps of a preset model");
+  auto to = std::make_shared<BenchTrainOpts>();
+  tr->add_option("--device", to->backend, "Backend: cpu | cpu_ref | cuda")->capture_default_str();
+  tr->add_option("--preset", to->preset, "Model preset")->capture_default_str();
+  tr->add_option("--attention", to->attention, "Override attention kind: swat | softmax");
+  tr->add_option("--batch", to->batch, "Sequences per step")->capture_default_str();
+  tr->add_option("--seq,-S", to->S, "Sequence length")->capture_default_str();
+  tr->add_option("--steps", to->steps, "Timed steps (median)")->capture_default_str();
+  tr->callback([to] { fmt::print("{}\n", bench_train(*to).dump()); });
+}
+
+}  // namespace longctx

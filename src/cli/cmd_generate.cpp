@@ -1,0 +1,63 @@
+// `longctx generate`: sample a continuation of a prompt from a checkpoint.
+#include <cstdio>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "infer/generate.h"
+#include "model/checkpoint.h"
+#include "tokenizer/tokenizer.h"
+
+namespace longctx {
+
+void register_generate(CLI::App& app) {
+  auto* cmd = app.add_subcommand("generate", "Generate text from a checkpoint");
+  struct Opts {
+    std::string ckpt, prompt, device = "cpu";
+    int max_tokens = 100, max_context = 1 << 16;
+    SamplerParams sp;
+  };
+  auto o = std::make_shared<Opts>();
+  o->sp.temperature = 0.8f;
+  o->sp.top_k = 40;
+  o->sp.top_p = 0.95f;
+  cmd->add_option("--ckpt", o->ckpt, "Checkpoint directory (model.safetensors, config.json, tokenizer.model)")->required();
+  cmd->add_option("--prompt", o->prompt, "Prompt text")->required();
+  cmd->add_option("--max-tokens", o->max_tokens, "Tokens to generate")->capture_default_str();
+  cmd->add_option("--temperature", o->sp.temperature, "Sampling temperature (0 = greedy)")->capture_default_str();
+  cmd->add_option("--top-k", o->sp.top_k, "Keep the k most likely tokens (0 = all)")->capture_default_str();
+  cmd->add_option("--top-p", o->sp.top_p, "Nucleus sampling mass")->capture_default_str();
+  cmd->add_option("--seed", o->sp.seed, "Sampling seed")->capture_default_str();
+  cmd->add_option("--max-context", o->max_context, "Longest context the model attends to")->capture_default_str();
+  cmd->add_option("--device", o->device, "Backend: cpu | cpu_ref | cuda")->capture_default_str();
+  cmd->callback([o] {
+    LCX_CHECK(o->max_tokens > 0, "--max-tokens must be > 0, got {}", o->max_tokens);
+    LoadedModel lm = checkpoint_load(o->ckpt);
+    Tokenizer tok = Tokenizer::load(o->ckpt + "/tokenizer.model");
+    LCX_CHECK(tok.vocab_size() == lm.config.vocab_size,
+              "{}: tokenizer.model has {} pieces but config.json says vocab_size {}", o->ckpt,
+              tok.vocab_size(), lm.config.vocab_size);
+    Model m(lm.config, backend_get(o->device.c_str()));
+    m.params = std::move(lm.params);
+    Sampler sampler(o->sp);
+    std::vector<int32_t> ids = {tok.bos_id()};
+    for (int32_t t : tok.encode(o->prompt)) ids.push_back(t);
+    const size_t n_prompt = ids.size();
+    std::fputs(o->prompt.c_str(), stdout);
+    std::string shown;
+    generate(m, ids, o->max_tokens, sampler, tok.eos_id(), o->max_context, [&](int32_t) {
+      // Decode the whole continuation each time: pieces may merge across token boundaries.
+      std::vector<int32_t> cont(ids.begin() + long(n_prompt), ids.end());
+      if (!cont.empty() && cont.back() == tok.eos_id()) cont.pop_back();
+      std::string text = tok.decode(cont);
+      if (text.size() > shown.size() && text.compare(0, shown.size(), shown) == 0) {
+        std::fputs(text.c_str() + shown.size(), stdout);
+        std::fflush(stdout);
+        shown = text;
+      }
+      return true;
+    });
+    std::fputs("\n", stdout);
+  });
+}
+
+}  // namespace longctx

@@ -1,0 +1,14 @@
+// Each `longctx <command>` lives in its own file src/cli/cmd_<command>.cpp and registers its
+// subcommand (flags, --help text, callback) on the root app.
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace longctx {
+
+void register_train(CLI::App& app);     // cmd_train.cpp
+void register_generate(CLI::App& app);  // cmd_generate.cpp
+void register_data(CLI::App& app);      // cmd_data.cpp
+void register_bench(CLI::App& app);     // cmd_bench.cpp
+void register_plot(CLI::App& app);      // cmd_plot.cpp
+
+}  // namespace longctx

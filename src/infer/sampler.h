@@ -1,0 +1,24 @@
+// Next-token sampling: greedy (temperature 0), temperature, top-k, top-p (nucleus), seeded.
+#pragma once
+#include <cstdint>
+
+#include "core/rng.h"
+
+namespace longctx {
+
+struct SamplerParams {
+  float temperature = 1.0f;  // 0 → greedy (argmax)
+  int top_k = 0;             // 0 → no limit
+  float top_p = 1.0f;        // 1 → no nucleus cut
+  uint64_t seed = 0;
+};
+
+struct Sampler {
+  SamplerParams params;
+  Rng rng;
+  explicit Sampler(const SamplerParams& p) : params(p), rng(p.seed) {}
+  // Draws a token from logits (V); throws Error on invalid parameters.
+  int32_t sample(const float* logits, int V);
+};
+
+}  // namespace longctx

@@ -1,0 +1,100 @@
+// The op table every backend implements (ggml-backend style). The model's forward/backward
+// (src/model/model.cpp) calls only these, so a backend is a drop-in: `cpu_ref` (plain loops,
+// the definition of each op), `cpu` (OpenBLAS + OpenMP + blocked attention), later `cuda`.
+//
+// Conventions (llm.c):
+//  - outputs first, sizes explicit; every pointer's shape is given in the comment.
+//  - Activations are one packed token stream of T tokens (B sequences × S, documents packed
+//    back to back); `cu_seqlens` gives document boundaries, as flash-attn's varlen API.
+//  - Forward ops overwrite their outputs (=). Backward ops ACCUMULATE (+=) into every gradient,
+//    activation gradients included, so residual branches and gradient accumulation are free;
+//    the caller zeroes gradient buffers. A null gradient pointer means "not needed".
+//  - fp32 on CPU.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace longctx {
+
+enum class Alibi { none, balanced, neg, pos };
+
+// Slopes s_h for H query heads (DESIGN.md §2.1). balanced needs H even (throws otherwise).
+void alibi_slopes(float* slopes, Alibi kind, int H);
+
+// Shapes and options of one attention call (SWAT or softmax sliding window).
+struct AttnShape {
+  int T = 0;                          // tokens in the packed stream
+  int H = 1, Hkv = 1, D = 64;         // query heads, KV heads (GQA: H % Hkv == 0), head dim
+  int window = 1;                     // w ≥ 1: key n is visible from query m iff m−w < n ≤ m
+  const int32_t* cu_seqlens = nullptr;  // [n_docs+1], 0 = cu[0] < … < cu[n_docs] = T
+  int n_docs = 0;
+  const float* slopes = nullptr;      // [H] ALiBi slope s_h, adds s_h·(m−n) to z_mn
+  float bias = 0.0f;                  // sigmoid bias b (SWAT only)
+  float scale = 0.125f;               // 1/√D
+};
+
+struct Backend {
+  const char* name;
+
+  // out (T,OC) = inp (T,C) · weight (OC,C)ᵀ
+  void (*matmul_forward)(float* out, const float* inp, const float* weight, int T, int C, int OC);
+  // dinp (T,C) += dout (T,OC) · weight;  dweight (OC,C) += doutᵀ · inp
+  void (*matmul_backward)(float* dinp, float* dweight, const float* dout, const float* inp,
+                          const float* weight, int T, int C, int OC);
+
+  // out (T,C) = wte[tokens[t]];  wte (V,C)
+  void (*embedding_forward)(float* out, const int32_t* tokens, const float* wte, int T, int C);
+  // dwte (V,C) += scatter of dout (T,C)
+  void (*embedding_backward)(float* dwte, const float* dout, const int32_t* tokens, int T, int C);
+
+  // out (T,C) = weight ⊙ inp / sqrt(mean(inp²) + eps);  rstd (T) saved for backward
+  void (*rmsnorm_forward)(float* out, float* rstd, const float* inp, const float* weight, int T,
+                          int C, float eps);
+  void (*rmsnorm_backward)(float* dinp, float* dweight, const float* dout, const float* inp,
+                           const float* weight, const float* rstd, int T, int C);
+
+  // RoPE, rotate-half (HF Llama): x (T, nh, D) rotated in place by angles pos[t]·θ^(−2i/D),
+  // angles computed in fp64. Backward rotates dx in place by the negative angles.
+  void (*rope_forward)(float* x, const int32_t* pos, int T, int nh, int D, float theta);
+  void (*rope_backward)(float* dx, const int32_t* pos, int T, int nh, int D, float theta);
+
+  // SWAT (DESIGN.md §2.1): out_m = Σ_{n∈W(m)} σ(q_m·k_n·scale + s_h(m−n) + b) v_n
+  // q, out (T,H,D); k, v (T,Hkv,D)
+  void (*swat_forward)(float* out, const float* q, const float* k, const float* v,
+                       const AttnShape& s);
+  void (*swat_backward)(float* dq, float* dk, float* dv, const float* dout, const float* q,
+                        const float* k, const float* v, const AttnShape& s);
+
+  // Softmax sliding-window attention (baseline; window ≥ T is full causal).
+  // lse (T,H): log-sum-exp of each row's logits, saved for backward.
+  void (*softmax_attn_forward)(float* out, float* lse, const float* q, const float* k,
+                               const float* v, const AttnShape& s);
+  void (*softmax_attn_backward)(float* dq, float* dk, float* dv, const float* dout,
+                                const float* out, const float* lse, const float* q,
+                                const float* k, const float* v, const AttnShape& s);
+
+  // h (T,F) = silu(gate) ⊙ up
+  void (*swiglu_forward)(float* h, const float* gate, const float* up, int T, int F);
+  void (*swiglu_backward)(float* dgate, float* dup, const float* dh, const float* gate,
+                          const float* up, int T, int F);
+
+  // Output projection fused with cross-entropy, in vocabulary chunks (never a T×V buffer):
+  // logits_t = x_t · weightᵀ (weight (V,C)); losses[t] = −log softmax(logits_t)[targets[t]],
+  // or 0 where targets[t] < 0 (no target). If dx/dweight are non-null, also the backward
+  // of Σ_t dloss·losses[t]: dx (T,C) += …, dweight (V,C) += … (one pass, Liger-style).
+  void (*lm_head_xent)(float* losses, float* dx, float* dweight, const float* x,
+                       const float* weight, const int32_t* targets, int T, int C, int V,
+                       float dloss);
+
+  // AdamW (decoupled weight decay), bias-corrected, step ≥ 1:
+  // m = b1 m + (1−b1) g; v = b2 v + (1−b2) g²; p −= lr (m̂/(√v̂+eps) + wd·p)
+  void (*adamw_update)(float* param, const float* grad, float* m, float* v, size_t n, float lr,
+                       float beta1, float beta2, float eps, float weight_decay, int step);
+};
+
+const Backend& backend_cpu_ref();  // plain loops: the definition of every op
+const Backend& backend_cpu();      // fast CPU: OpenBLAS sgemm, OpenMP, blocked attention
+// Backend by name ("cpu", "cpu_ref", "cuda" when built); throws Error for an unknown name.
+const Backend& backend_get(const char* name);
+
+}  // namespace longctx

@@ -1,0 +1,228 @@
+#include "model/model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+
+namespace longctx {
+
+Model::Model(const Config& c, const Backend& be) : config(c), layout(param_layout(c)), backend(&be) {
+  config.validate("model config");
+  params.assign(layout.total, 0.0f);
+  grads.assign(layout.total, 0.0f);
+  slopes.assign(c.num_attention_heads, 0.0f);
+  alibi_slopes(slopes.data(), c.alibi, c.num_attention_heads);
+}
+
+void Model::reserve(int T_max) {
+  if (T_max <= acts.T_max) return;
+  const size_t T = size_t(T_max), L = size_t(config.num_hidden_layers);
+  const size_t d = config.hidden_size, hd = config.head_dim();
+  const size_t qd = config.num_attention_heads * hd, kvd = config.num_key_value_heads * hd;
+  const size_t F = config.intermediate_size, H = config.num_attention_heads;
+  const bool softmax = config.attention == AttnKind::softmax;
+  // Per layer: res, ln1, mid, ln2 (T,d); rstd1, rstd2 (T); q, att (T,qd); k, v (T,kvd);
+  // lse (T,H) for softmax; gate, up, h (T,F).
+  const size_t per_layer = T * (4 * d + 2 + 2 * qd + 2 * kvd + (softmax ? H : 0) + 3 * F);
+  const size_t final_ = T * (d /*res[L]*/ + d + 1 + 1);
+  const size_t scratch = T * (2 * d + 2 * qd + 2 * kvd + 3 * F);
+  Activations a;
+  a.T_max = T_max;
+  a.arena.assign(L * per_layer + final_ + scratch, 0.0f);
+  float* p = a.arena.data();
+  auto take = [&](size_t n) { float* r = p; p += n; return r; };
+  for (size_t l = 0; l < L; l++) {
+    a.res.push_back(take(T * d));
+    a.ln1.push_back(take(T * d));
+    a.rstd1.push_back(take(T));
+    a.q.push_back(take(T * qd));
+    a.k.push_back(take(T * kvd));
+    a.v.push_back(take(T * kvd));
+    a.att.push_back(take(T * qd));
+    a.lse.push_back(softmax ? take(T * H) : nullptr);
+    a.mid.push_back(take(T * d));
+    a.ln2.push_back(take(T * d));
+    a.rstd2.push_back(take(T));
+    a.gate.push_back(take(T * F));
+    a.up.push_back(take(T * F));
+    a.h.push_back(take(T * F));
+  }
+  a.res.push_back(take(T * d));  // res[L]: the final residual stream
+  a.lnf = take(T * d);
+  a.rstdf = take(T);
+  a.losses = take(T);
+  a.dres = take(T * d);
+  a.dln = take(T * d);
+  a.dq = take(T * qd);
+  a.datt = take(T * qd);
+  a.dk = take(T * kvd);
+  a.dv = take(T * kvd);
+  a.dh = take(T * F);
+  a.dgate = take(T * F);
+  a.dup = take(T * F);
+  acts = std::move(a);
+}
+
+namespace {
+
+AttnShape attn_shape(const Model& m, const TokenBatch& b) {
+  const Config& c = m.config;
+  AttnShape s;
+  s.T = b.T;
+  s.H = c.num_attention_heads;
+  s.Hkv = c.num_key_value_heads;
+  s.D = c.head_dim();
+  s.window = c.window;
+  s.cu_seqlens = b.cu_seqlens;
+  s.n_docs = b.n_docs;
+  s.slopes = m.slopes.data();
+  s.bias = c.attention == AttnKind::swat ? c.sigmoid_bias : 0.0f;
+  s.scale = 1.0f / std::sqrt(float(s.D));
+  return s;
+}
+
+void check_batch(const Model& m, const TokenBatch& b) {
+  LCX_CHECK(b.T > 0 && b.T <= m.acts.T_max, "batch of {} tokens exceeds the reserved {}", b.T,
+            m.acts.T_max);
+  LCX_CHECK(b.n_docs >= 1 && b.cu_seqlens[0] == 0 && b.cu_seqlens[b.n_docs] == b.T,
+            "cu_seqlens must run from 0 to T = {}", b.T);
+  for (int t = 0; t < b.T; t++)
+    LCX_CHECK(b.tokens[t] >= 0 && b.tokens[t] < m.config.vocab_size,
+              "token id {} at position {} is outside the vocabulary [0, {})", b.tokens[t], t,
+              m.config.vocab_size);
+}
+
+}  // namespace
+
+double model_forward(Model& m, const TokenBatch& b, int64_t* n_targets, float dloss) {
+  check_batch(m, b);
+  const Config& c = m.config;
+  const Backend& be = *m.backend;
+  const ParamLayout& P = m.layout;
+  const float* w = m.params.data();
+  Activations& a = m.acts;
+  const int T = b.T, d = c.hidden_size, hd = c.head_dim(), F = c.intermediate_size;
+  const int H = c.num_attention_heads, Hkv = c.num_key_value_heads, qd = H * hd, kvd = Hkv * hd;
+  const AttnShape s = attn_shape(m, b);
+
+  be.embedding_forward(a.res[0], b.tokens, w + P.wte, T, d);
+  for (int l = 0; l < c.num_hidden_layers; l++) {
+    // x = x + Attn(RMSNorm(x))
+    be.rmsnorm_forward(a.ln1[l], a.rstd1[l], a.res[l], w + P.ln1 + size_t(l) * d, T, d, c.rms_norm_eps);
+    be.matmul_forward(a.q[l], a.ln1[l], w + P.wq + size_t(l) * qd * d, T, d, qd);
+    be.matmul_forward(a.k[l], a.ln1[l], w + P.wk + size_t(l) * kvd * d, T, d, kvd);
+    be.matmul_forward(a.v[l], a.ln1[l], w + P.wv + size_t(l) * kvd * d, T, d, kvd);
+    be.rope_forward(a.q[l], b.pos, T, H, hd, c.rope_theta);
+    be.rope_forward(a.k[l], b.pos, T, Hkv, hd, c.rope_theta);
+    if (c.attention == AttnKind::swat)
+      be.swat_forward(a.att[l], a.q[l], a.k[l], a.v[l], s);
+    else
+      be.softmax_attn_forward(a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l], s);
+    be.matmul_forward(a.mid[l], a.att[l], w + P.wo + size_t(l) * d * qd, T, qd, d);
+    const float* res = a.res[l];
+    float* mid = a.mid[l];
+    for (size_t i = 0; i < size_t(T) * d; i++) mid[i] += res[i];
+    // x = x + SwiGLU(RMSNorm(x))
+    be.rmsnorm_forward(a.ln2[l], a.rstd2[l], mid, w + P.ln2 + size_t(l) * d, T, d, c.rms_norm_eps);
+    be.matmul_forward(a.gate[l], a.ln2[l], w + P.wgate + size_t(l) * F * d, T, d, F);
+    be.matmul_forward(a.up[l], a.ln2[l], w + P.wup + size_t(l) * F * d, T, d, F);
+    be.swiglu_forward(a.h[l], a.gate[l], a.up[l], T, F);
+    float* out = a.res[l + 1];
+    be.matmul_forward(out, a.h[l], w + P.wdown + size_t(l) * d * F, T, F, d);
+    for (size_t i = 0; i < size_t(T) * d; i++) out[i] += mid[i];
+  }
+  const int L = c.num_hidden_layers;
+  be.rmsnorm_forward(a.lnf, a.rstdf, a.res[L], w + P.lnf, T, d, c.rms_norm_eps);
+  if (!b.targets) {
+    if (n_targets) *n_targets = 0;
+    return 0.0;
+  }
+  // Training fuses the head's backward into this pass (one sweep over the vocabulary).
+  const bool train = dloss != 0.0f;
+  if (train) std::memset(a.dln, 0, size_t(T) * d * sizeof(float));
+  be.lm_head_xent(a.losses, train ? a.dln : nullptr, train ? m.grads.data() + P.lm_head : nullptr,
+                  a.lnf, w + P.lm_head, b.targets, T, d, c.vocab_size, dloss);
+  double sum = 0.0;
+  int64_t n = 0;
+  for (int t = 0; t < T; t++) {
+    if (b.targets[t] < 0) continue;
+    sum += a.losses[t];
+    n++;
+  }
+  if (n_targets) *n_targets = n;
+  return sum;
+}
+
+void model_backward(Model& m, const TokenBatch& b) {
+  const Config& c = m.config;
+  const Backend& be = *m.backend;
+  const ParamLayout& P = m.layout;
+  const float* w = m.params.data();
+  float* g = m.grads.data();
+  Activations& a = m.acts;
+  const int T = b.T, d = c.hidden_size, hd = c.head_dim(), F = c.intermediate_size;
+  const int H = c.num_attention_heads, Hkv = c.num_key_value_heads, qd = H * hd, kvd = Hkv * hd;
+  const int L = c.num_hidden_layers;
+  const AttnShape s = attn_shape(m, b);
+  auto zero = [](float* p, size_t n) { std::memset(p, 0, n * sizeof(float)); };
+
+  // Head: a.dln = d lnf was computed by model_forward(…, dloss); → d res[L].
+  zero(a.dres, size_t(T) * d);
+  be.rmsnorm_backward(a.dres, g + P.lnf, a.dln, a.res[L], w + P.lnf, a.rstdf, T, d);
+
+  for (int l = L - 1; l >= 0; l--) {
+    // MLP branch: res[l+1] = mid + down(silu(gate(ln2)) ⊙ up(ln2)); a.dres holds d res[l+1].
+    zero(a.dh, size_t(T) * F);
+    be.matmul_backward(a.dh, g + P.wdown + size_t(l) * d * F, a.dres, a.h[l],
+                       w + P.wdown + size_t(l) * d * F, T, F, d);
+    zero(a.dgate, size_t(T) * F);
+    zero(a.dup, size_t(T) * F);
+    be.swiglu_backward(a.dgate, a.dup, a.dh, a.gate[l], a.up[l], T, F);
+    zero(a.dln, size_t(T) * d);
+    be.matmul_backward(a.dln, g + P.wgate + size_t(l) * F * d, a.dgate, a.ln2[l],
+                       w + P.wgate + size_t(l) * F * d, T, d, F);
+    be.matmul_backward(a.dln, g + P.wup + size_t(l) * F * d, a.dup, a.ln2[l],
+                       w + P.wup + size_t(l) * F * d, T, d, F);
+    // residual: d mid = d res[l+1] + RMSNorm backward (accumulated into a.dres)
+    be.rmsnorm_backward(a.dres, g + P.ln2 + size_t(l) * d, a.dln, a.mid[l],
+                        w + P.ln2 + size_t(l) * d, a.rstd2[l], T, d);
+
+    // Attention branch: mid = res[l] + o_proj(attn(rope(q), rope(k), v)).
+    zero(a.datt, size_t(T) * qd);
+    be.matmul_backward(a.datt, g + P.wo + size_t(l) * d * qd, a.dres, a.att[l],
+                       w + P.wo + size_t(l) * d * qd, T, qd, d);
+    zero(a.dq, size_t(T) * qd);
+    zero(a.dk, size_t(T) * kvd);
+    zero(a.dv, size_t(T) * kvd);
+    if (c.attention == AttnKind::swat)
+      be.swat_backward(a.dq, a.dk, a.dv, a.datt, a.q[l], a.k[l], a.v[l], s);
+    else
+      be.softmax_attn_backward(a.dq, a.dk, a.dv, a.datt, a.att[l], a.lse[l], a.q[l], a.k[l],
+                               a.v[l], s);
+    be.rope_backward(a.dq, b.pos, T, H, hd, c.rope_theta);
+    be.rope_backward(a.dk, b.pos, T, Hkv, hd, c.rope_theta);
+    zero(a.dln, size_t(T) * d);
+    be.matmul_backward(a.dln, g + P.wq + size_t(l) * qd * d, a.dq, a.ln1[l],
+                       w + P.wq + size_t(l) * qd * d, T, d, qd);
+    be.matmul_backward(a.dln, g + P.wk + size_t(l) * kvd * d, a.dk, a.ln1[l],
+                       w + P.wk + size_t(l) * kvd * d, T, d, kvd);
+    be.matmul_backward(a.dln, g + P.wv + size_t(l) * kvd * d, a.dv, a.ln1[l],
+                       w + P.wv + size_t(l) * kvd * d, T, d, kvd);
+    be.rmsnorm_backward(a.dres, g + P.ln1 + size_t(l) * d, a.dln, a.res[l],
+                        w + P.ln1 + size_t(l) * d, a.rstd1[l], T, d);
+  }
+  be.embedding_backward(g + P.wte, a.dres, b.tokens, T, d);
+}
+
+void model_logits_last(Model& m, const TokenBatch& b, float* logits) {
+  TokenBatch fwd = b;
+  fwd.targets = nullptr;
+  model_forward(m, fwd, nullptr);
+  const Config& c = m.config;
+  m.backend->matmul_forward(logits, m.acts.lnf + size_t(b.T - 1) * c.hidden_size,
+                            m.params.data() + m.layout.lm_head, 1, c.hidden_size, c.vocab_size);
+}
+
+}  // namespace longctx

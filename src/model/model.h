@@ -1,0 +1,66 @@
+// The SWAT transformer (DESIGN.md §2): explicit forward and backward over one flat parameter
+// buffer, one flat gradient buffer and an activation arena sized once for T tokens (llm.c).
+//
+//   x = embed(tokens)
+//   for each layer:  x = x + Attn(RMSNorm(x));  x = x + SwiGLU(RMSNorm(x))
+//   loss = xent(RMSNorm(x) · lm_headᵀ, targets)
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "model/config.h"
+#include "model/params.h"
+
+namespace longctx {
+
+// One packed token stream: T tokens, documents back to back (DESIGN.md §2.1 varlen).
+struct TokenBatch {
+  const int32_t* tokens = nullptr;      // (T)
+  const int32_t* targets = nullptr;     // (T) next token, −1 where none (document end)
+  const int32_t* pos = nullptr;         // (T) RoPE position, restarts at 0 per document
+  const int32_t* cu_seqlens = nullptr;  // (n_docs+1) document boundaries
+  int T = 0;
+  int n_docs = 0;
+};
+
+// Saved activations of one forward pass, for T_max tokens (sized once).
+struct Activations {
+  int T_max = 0;
+  std::vector<float> arena;
+  // per layer l: pointers into the arena (shapes in model.cpp)
+  std::vector<float*> res, ln1, rstd1, q, k, v, att, lse, mid, ln2, rstd2, gate, up, h;
+  float *lnf = nullptr, *rstdf = nullptr, *losses = nullptr;
+  // backward scratch
+  float *dres = nullptr, *dln = nullptr, *dq = nullptr, *dk = nullptr, *dv = nullptr,
+        *datt = nullptr, *dh = nullptr, *dgate = nullptr, *dup = nullptr;
+};
+
+struct Model {
+  Config config;
+  ParamLayout layout;
+  std::vector<float> params;  // layout.total floats
+  std::vector<float> grads;   // same layout; backward accumulates (+=)
+  std::vector<float> slopes;  // ALiBi slope per query head
+  const Backend* backend = nullptr;
+  Activations acts;
+
+  Model(const Config& c, const Backend& be);
+  // Size the activation arena for up to T_max tokens per forward (no-op if already large enough).
+  void reserve(int T_max);
+  size_t activation_bytes() const { return acts.arena.size() * sizeof(float); }
+};
+
+// Forward: fills activations and per-token losses; returns the SUM of token losses and
+// sets *n_targets to the number of predicted tokens (targets ≥ 0). b.targets == nullptr
+// skips the head (generation). dloss ≠ 0 prepares training on dloss · Σ_t loss_t
+// (dloss = 1/total predicted tokens for a mean loss): the output head's backward is fused
+// into the forward's sweep over the vocabulary and accumulates into m.grads.
+double model_forward(Model& m, const TokenBatch& b, int64_t* n_targets, float dloss = 0.0f);
+// Backward of the rest of the network; accumulates into m.grads. Must follow
+// model_forward(m, b, …, dloss ≠ 0) on the same batch.
+void model_backward(Model& m, const TokenBatch& b);
+// Logits (V) of the last token of the batch after a forward-only pass (for generation).
+void model_logits_last(Model& m, const TokenBatch& b, float* logits);
+
+}  // namespace longctx

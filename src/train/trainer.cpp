@@ -1,0 +1,186 @@
+#include "train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "core/progress.h"
+#include "data/loader.h"
+#include "data/shard.h"
+#include "model/checkpoint.h"
+#include "model/model.h"
+#include "train/optimizer.h"
+
+namespace fs = std::filesystem;
+
+namespace longctx {
+
+namespace {
+
+TokenBatch as_tokens(const Batch& b) {
+  TokenBatch t;
+  t.tokens = b.tokens.data();
+  t.targets = b.targets.data();
+  t.pos = b.pos.data();
+  t.cu_seqlens = b.cu_seqlens.data();
+  t.T = int(b.tokens.size());
+  t.n_docs = int(b.cu_seqlens.size()) - 1;
+  return t;
+}
+
+// Mean validation loss over the first `max_tokens` tokens of the validation split.
+double evaluate(Model& m, const std::string& val_path, int B, int S, int64_t max_tokens) {
+  ValidationBatches val(val_path, B, S, max_tokens);
+  double sum = 0.0;
+  int64_t n = 0;
+  Batch b;
+  while (val.next(b)) {
+    int64_t k = 0;
+    sum += model_forward(m, as_tokens(b), &k);
+    n += k;
+  }
+  LCX_CHECK(n > 0, "validation split {} has no tokens to predict", val_path);
+  return sum / double(n);
+}
+
+class Metrics {
+ public:
+  Metrics(const std::string& path, bool append) : f_(path, append ? std::ios::app : std::ios::trunc) {
+    LCX_CHECK(f_.good(), "cannot write metrics file {}", path);
+  }
+  void write(const nlohmann::json& j) { f_ << j.dump() << '\n' << std::flush; }
+
+ private:
+  std::ofstream f_;
+};
+
+}  // namespace
+
+TrainResult train(const TrainOptions& o) {
+  LCX_CHECK(o.batch > 0 && o.seq > 0 && o.grad_accum > 0, "batch, seq and grad_accum must be > 0");
+  LCX_CHECK(o.steps > 0, "steps must be > 0, got {}", o.steps);
+  const std::string train_bin = o.data_dir + "/train.bin", val_bin = o.data_dir + "/val.bin";
+  const std::string tok_model = o.data_dir + "/tokenizer.model";
+  const std::string ckpt_dir = o.out_dir + "/checkpoint";
+  fs::create_directories(o.out_dir);
+
+  Config cfg = o.config;
+  cfg.vocab_size = shard_vocab_size(train_bin);
+  cfg.validate("training config");
+  const Backend& be = backend_get(o.backend.c_str());
+  Model model(cfg, be);
+  model.reserve(o.batch * o.seq);
+  AdamW opt;
+  opt.beta1 = o.beta1, opt.beta2 = o.beta2, opt.weight_decay = o.weight_decay;
+  Loader loader(train_bin, o.batch, o.seq, o.seed);
+
+  int64_t step = 0;
+  if (o.resume) {
+    LCX_CHECK(fs::exists(ckpt_dir + "/model.safetensors"),
+              "--resume: no checkpoint in {} (train without --resume first)", ckpt_dir);
+    LoadedModel lm = checkpoint_load(ckpt_dir);
+    checkpoint_check_config(cfg, lm.config, ckpt_dir + "/config.json");
+    model.params = std::move(lm.params);
+    TrainState st = train_state_load(ckpt_dir, model.layout.total);
+    step = st.step;
+    opt.step = st.step;
+    opt.m = std::move(st.m);
+    opt.v = std::move(st.v);
+    loader.restore(st.meta.at("loader"));
+  } else {
+    param_init(model.params.data(), model.layout, cfg, o.seed);
+  }
+
+  auto save = [&](int64_t at_step) {
+    checkpoint_save(ckpt_dir, cfg, model.params.data(), model.layout,
+                    fs::exists(tok_model) ? tok_model : "");
+    TrainState st;
+    st.step = at_step;
+    st.m = opt.m;
+    st.v = opt.v;
+    st.meta = {{"loader", loader.state()}, {"seed", o.seed}};
+    train_state_save(ckpt_dir, st);
+  };
+
+  Metrics metrics(o.out_dir + "/metrics.jsonl", o.resume);
+  const int64_t last = o.stop_after >= 0 ? std::min(o.steps, o.stop_after) : o.steps;
+  Progress bar("train", uint64_t(last), "steps", o.quiet || !progress_is_tty());
+  TrainResult res;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+  int64_t tokens_seen = 0;
+  std::vector<Batch> micro(o.grad_accum);
+
+  for (; step < last; step++) {
+    const auto ts = std::chrono::steady_clock::now();
+    // All micro-batches first: the mean loss divides by the step's predicted-token count.
+    int64_t n_targets = 0;
+    for (auto& mb : micro) {
+      mb = loader.next();
+      for (int32_t t : mb.targets) n_targets += t >= 0;
+    }
+    LCX_CHECK(n_targets > 0, "step {}: the batch has no tokens to predict", step);
+    std::fill(model.grads.begin(), model.grads.end(), 0.0f);
+    double loss_sum = 0.0;
+    for (auto& mb : micro) {
+      TokenBatch tb = as_tokens(mb);
+      loss_sum += model_forward(model, tb, nullptr, 1.0f / float(n_targets));
+      model_backward(model, tb);
+      tokens_seen += tb.T;
+    }
+    const double loss = loss_sum / double(n_targets);
+    if (step == o.inject_nonfinite_at) model.grads[model.layout.wq] = NAN;
+    double norm = grad_norm(model.grads.data(), model.grads.size());
+    if (!std::isfinite(loss) || !std::isfinite(norm)) {
+      std::string where = std::isfinite(loss) ? first_nonfinite(model.grads.data(), model.layout)
+                                              : std::string("the loss");
+      std::string msg = fmt::format("step {}: non-finite {} (loss {}, grad norm {})", step + 1,
+                                    where == "the loss" ? where : "gradient in tensor '" + where + "'",
+                                    loss, norm);
+      if (!o.skip_nonfinite)
+        fail("{}; stopping. The last good checkpoint in {} is intact; rerun with --resume "
+             "(and a lower --lr) or --skip-nonfinite", msg, ckpt_dir);
+      metrics.write({{"step", step + 1}, {"skipped", msg}});
+      continue;
+    }
+    grad_clip(model.grads.data(), model.grads.size(), norm, o.clip);
+    const float lr = lr_at(step, o.warmup, o.steps, o.lr, o.min_lr);
+    adamw_step(be, opt, model.params.data(), model.grads.data(), model.layout, lr);
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
+    const double tps = double(int64_t(o.batch) * o.seq * o.grad_accum) / dt;
+    res.losses.push_back(loss);
+
+    nlohmann::json row = {{"step", step + 1},         {"loss", loss},
+                          {"lr", lr},                 {"grad_norm", norm},
+                          {"tokens_per_s", tps},      {"tokens", tokens_seen},
+                          {"elapsed_s", elapsed()}};
+    const bool final_step = step + 1 == last;
+    const bool out_of_time = o.max_minutes > 0 && elapsed() > o.max_minutes * 60.0;
+    if ((o.eval_every > 0 && (step + 1) % o.eval_every == 0) || final_step || out_of_time) {
+      double vl = evaluate(model, val_bin, o.batch, o.seq, o.eval_tokens);
+      row["val_loss"] = vl;
+      res.val_losses.push_back(vl);
+      if (!o.quiet)
+        fmt::print(stderr, "{}step {:>5}  loss {:.4f}  val_loss {:.4f}  lr {:.2e}  {:.0f} tok/s\n",
+                   progress_is_tty() ? "\r\033[K" : "", step + 1, loss, vl, lr, tps);
+    }
+    metrics.write(row);
+    bar.update(uint64_t(step + 1));
+    if ((o.save_every > 0 && (step + 1) % o.save_every == 0) || final_step || out_of_time)
+      save(step + 1);
+    res.steps_done++;
+    if (out_of_time) {
+      step++;
+      break;
+    }
+  }
+  bar.finish();
+  res.tokens_per_s = double(tokens_seen) / std::max(1e-9, elapsed());
+  return res;
+}
+
+}  // namespace longctx
