@@ -7,7 +7,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <unistd.h>
 
 #include "core/rng.h"
 #include "model/checkpoint.h"
@@ -81,7 +83,7 @@ TEST_P(ModelParity, MatchesPyTorch) {
   for (const auto& t : m.layout.tensors)
     if (t.shape.size() == 1)
       for (size_t i = 0; i < t.numel; i++) m.params[t.offset + i] = 1.0f + 0.2f * rng.normal();
-  checkpoint_save((dir / "ckpt").string(), c.cfg, m.params.data(), m.layout, "");
+  checkpoint_save((dir / "ckpt").string(), c.cfg, m.params.data(), m.layout);
 
   const int T = c.cu.back();
   std::vector<int32_t> tokens(T), targets(T), pos(T);

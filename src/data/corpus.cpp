@@ -266,6 +266,8 @@ std::string brown_detokenize(std::string_view tagged) {
                    w == ")" || w == "]") {
           close = true;
         }
+        // "Jr./np ./." → "Jr." (the sentence period after an abbreviation's period)
+        if (w == "." && !para.empty() && para.back() == '.') continue;
         if (!close && !para.empty() && !glue_next) para += ' ';
         para += text;
         glue_next = open;

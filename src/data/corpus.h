@@ -38,8 +38,9 @@ bool brown_detect(std::string_view text);
 
 // Brown tagged text → prose: strip "/tag" (after the last '/'), `` and '' become ", closing
 // punctuation (. , ; : ? ! ) ] '' and a closing ') attaches to the previous word, opening
-// quotes/brackets to the next. Paragraphs (blocks separated by blank lines) are joined with
-// "\n\n"; a headline line (all tags *-hl) is its own paragraph.
+// quotes/brackets to the next; a "." right after a word ending in "." is dropped ("Jr. ."
+// → "Jr."). Paragraphs (blocks separated by blank lines) are joined with "\n\n"; a headline
+// line (all tags *-hl) is its own paragraph.
 std::string brown_detokenize(std::string_view tagged);
 
 }  // namespace longctx

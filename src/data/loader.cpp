@@ -112,7 +112,8 @@ void Loader::restore(const nlohmann::json& st) {
   LCX_CHECK(st.is_object(), "loader '{}': state must be a JSON object, got {}", path, st.type_name());
   auto get = [&](const char* key) -> uint64_t {
     auto it = st.find(key);
-    LCX_CHECK(it != st.end() && it->is_number_unsigned(),
+    LCX_CHECK(it != st.end() && (it->is_number_unsigned() ||
+                                  (it->is_number_integer() && it->get<int64_t>() >= 0)),
               "loader '{}': state field \"{}\" missing or not a non-negative integer (state: {})",
               path, key, st.dump());
     return it->get<uint64_t>();
@@ -133,19 +134,20 @@ void Loader::restore(const nlohmann::json& st) {
   offset_ = position - starts_[doc_];
 }
 
-ValLoader::ValLoader(const std::string& shard_path, int B, int S)
+ValidationBatches::ValidationBatches(const std::string& shard_path, int B, int S, int64_t max_tokens)
     : shard_(Shard::open(shard_path)), B_(B), S_(S) {
   check_shape(shard_path, B, S);
+  limit_ = max_tokens > 0 ? std::min<uint64_t>(uint64_t(max_tokens), shard_.n_tokens()) : shard_.n_tokens();
 }
 
-void ValLoader::reset() { doc_ = offset_ = 0; }
+void ValidationBatches::reset() { doc_ = offset_ = served_ = 0; }
 
-uint64_t ValLoader::num_batches() const {
+uint64_t ValidationBatches::num_batches() const {
   uint64_t T = uint64_t(B_) * uint64_t(S_);
-  return (shard_.n_tokens() + T - 1) / T;
+  return (limit_ + T - 1) / T;
 }
 
-bool ValLoader::next(Batch& out) {
+bool ValidationBatches::next(Batch& out) {
   const uint64_t n = shard_.n_docs();
   auto skip_done = [&] {
     while (doc_ < n && offset_ == shard_.doc_length(doc_)) {
@@ -153,15 +155,14 @@ bool ValLoader::next(Batch& out) {
       offset_ = 0;
     }
   };
-  skip_done();
-  if (doc_ == n) return false;
+  if (served_ >= limit_) return false;
   batch_resize(out, B_, S_);
   for (int b = 0; b < B_; b++) {
     size_t s = 0;
     while (s < size_t(S_)) {
       skip_done();
       size_t t0 = size_t(b) * size_t(S_) + s;
-      if (doc_ == n) {  // padding to the end of this sequence: one segment, no targets
+      if (served_ >= limit_ || doc_ == n) {  // padding to the end of this sequence: one segment
         size_t k = size_t(S_) - s;
         std::fill_n(&out.tokens[t0], k, 0);
         for (size_t i = 0; i < k; i++) {
@@ -172,11 +173,13 @@ bool ValLoader::next(Batch& out) {
         s += k;
         continue;
       }
-      size_t k = size_t(std::min<uint64_t>(shard_.doc_length(doc_) - offset_, uint64_t(S_) - s));
+      uint64_t k = std::min<uint64_t>(shard_.doc_length(doc_) - offset_, uint64_t(S_) - s);
+      k = std::min(k, limit_ - served_);
       shard_.copy_tokens(shard_.doc_begin(doc_) + offset_, k, &out.tokens[t0]);
-      segment_finish(out, t0, k);
+      segment_finish(out, t0, size_t(k));
       offset_ += k;
-      s += k;
+      served_ += k;
+      s += size_t(k);
     }
   }
   return true;

@@ -63,20 +63,25 @@ class Loader {
   uint64_t doc_ = 0, offset_ = 0;      // order_ index and token offset inside it, at position_
 };
 
-// Validation: the shard's documents in file order, packed the same way, one pass. The last batch
-// is completed with padding tokens (id 0, target -1, one extra segment) so every batch is B·S.
-class ValLoader {
+// Validation batches: the shard's documents in file order, packed the same way, one pass over
+// the first `max_tokens` tokens of that stream (all of them when max_tokens <= 0). The last batch
+// is completed with padding (token 0, target -1, its own segment per sequence) so every batch is
+// B·S; a document cut by max_tokens has no target at its cut.
+class ValidationBatches {
  public:
-  ValLoader(const std::string& shard_path, int B, int S);
+  ValidationBatches(const std::string& shard_path, int B, int S, int64_t max_tokens = -1);
   bool next(Batch& out);  // false when all tokens were served
   void reset();
   uint64_t num_batches() const;
+  uint64_t n_tokens() const { return limit_; }  // tokens served per pass
   const Shard& shard() const { return shard_; }
 
  private:
   Shard shard_;
   int B_, S_;
-  uint64_t doc_ = 0, offset_ = 0;
+  uint64_t limit_;
+  uint64_t doc_ = 0, offset_ = 0, served_ = 0;
 };
+using ValLoader = ValidationBatches;
 
 }  // namespace longctx

@@ -55,7 +55,7 @@ nlohmann::json data_prepare(const std::vector<Document>& docs, const Tokenizer& 
   size_t n_val = size_t(std::llround(opt.val_fraction * double(n)));
   if (opt.val_fraction > 0 && n_val == 0) n_val = 1;
   LCX_CHECK(n_val < n, "data prepare: {} documents are too few for val_fraction {} (the train "
-            "split would be empty)", n, opt.val_fraction);
+            "split would be empty; use --val-fraction 0 or more documents)", n, opt.val_fraction);
   std::vector<size_t> perm(n);
   for (size_t i = 0; i < n; i++) perm[i] = i;
   Rng rng(opt.seed);

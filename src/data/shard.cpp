@@ -192,4 +192,6 @@ std::vector<int32_t> Shard::doc_tokens(uint64_t d) const {
   return v;
 }
 
+uint64_t shard_vocab_size(const std::string& path) { return Shard::open(path).vocab_size(); }
+
 }  // namespace longctx

@@ -68,4 +68,7 @@ class Shard {
   const uint8_t* tokens_ = nullptr;
 };
 
+// Vocabulary size recorded in a shard (the whole shard is validated).
+uint64_t shard_vocab_size(const std::string& path);
+
 }  // namespace longctx

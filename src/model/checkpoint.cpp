@@ -18,7 +18,7 @@ namespace fs = std::filesystem;
 
 namespace longctx {
 
-namespace testing {
+namespace test_hooks {
 bool checkpoint_no_exchange = false;
 }
 
@@ -28,7 +28,7 @@ constexpr const char* kTrainFormat = "longctx.train_state.v1";
 constexpr int kMaxJsonDepth = 32;
 
 void hook(const char* stage) {
-  if (testing::io_fault_hook) testing::io_fault_hook(stage);
+  if (test_hooks::io_fault_hook) test_hooks::io_fault_hook(stage);
 }
 
 std::string shape_str(const std::vector<int64_t>& shape) {
@@ -211,6 +211,67 @@ TrainState train_state_load(const std::string& dir_, size_t n_params) {
   return ts;
 }
 
+namespace {
+
+// Write every file of the checkpoint into the fresh directory `tmp`, config.json last.
+void save_into(const std::string& tmp, const Config& config, const float* params,
+               const ParamLayout& layout, const TrainState* train,
+               const std::string& tokenizer_path) {
+  hook("tmp_created");
+  std::vector<StWrite> ws;
+  for (const auto& p : layout.tensors) ws.push_back({p.name, p.shape, params + p.offset});
+  safetensors_write(tmp + "/model.safetensors", ws, {{"format", "pt"}});
+  hook("model_written");
+  if (train) {
+    const int64_t n = int64_t(layout.total);
+    safetensors_write(tmp + "/training_state.safetensors",
+                      {{"adam.m", {n}, train->m.data()}, {"adam.v", {n}, train->v.data()}},
+                      {{"format", kTrainFormat},
+                       {"step", std::to_string(train->step)},
+                       {"trainer", train->meta.dump()}});
+    hook("train_state_written");
+  }
+  if (!tokenizer_path.empty()) {
+    write_text(tmp + "/tokenizer.model", read_text(tokenizer_path, "tokenizer " + tokenizer_path));
+    hook("tokenizer_written");
+  }
+  write_text(tmp + "/config.json", config_to_json(config).dump(2) + "\n");
+  hook("config_written");
+  fsync_dir(tmp);
+  hook("before_swap");
+}
+
+// Put the complete directory `tmp` in place of `dir` (see checkpoint.h).
+void swap_into_place(const std::string& dir, const std::string& tmp, const std::string& old,
+                     const std::string& parent) {
+  std::error_code ec;
+  if (fs::exists(dir, ec)) {
+    if (!test_hooks::checkpoint_no_exchange &&
+        ::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, dir.c_str(), RENAME_EXCHANGE) == 0) {
+      fsync_dir(parent);
+      hook("swapped");
+      remove_tree(tmp);  // now the previous checkpoint
+      remove_tree(old);  // stale, from an earlier interrupted fallback
+      return;
+    }
+    LCX_CHECK(test_hooks::checkpoint_no_exchange || errno == EINVAL || errno == ENOSYS ||
+                  errno == ENOTSUP,
+              "checkpoint {}: cannot swap in {} ({})", dir, tmp, std::strerror(errno));
+    // Fallback: dir -> dir.old, tmp -> dir. Between the two, load reads dir.old.
+    LCX_CHECK(remove_tree(old), "checkpoint {}: cannot remove stale {}", dir, old);
+    LCX_CHECK(::rename(dir.c_str(), old.c_str()) == 0, "checkpoint {}: cannot rename to {} ({})",
+              dir, old, std::strerror(errno));
+    hook("moved_old");
+  }
+  LCX_CHECK(::rename(tmp.c_str(), dir.c_str()) == 0, "checkpoint {}: cannot rename {} to it ({})",
+            dir, tmp, std::strerror(errno));
+  fsync_dir(parent);
+  hook("swapped");
+  remove_tree(old);
+}
+
+}  // namespace
+
 void checkpoint_save(const std::string& dir_, const Config& config, const float* params,
                      const ParamLayout& layout, const TrainState* train,
                      const std::string& tokenizer_path) {
@@ -237,53 +298,13 @@ void checkpoint_save(const std::string& dir_, const Config& config, const float*
   LCX_CHECK(remove_tree(tmp), "checkpoint {}: cannot remove stale {}", dir, tmp);
   LCX_CHECK(fs::create_directory(tmp, ec) && !ec, "checkpoint {}: cannot create {} ({})", dir, tmp,
             ec.message());
-  hook("tmp_created");
-
-  std::vector<StWrite> ws;
-  for (const auto& p : layout.tensors) ws.push_back({p.name, p.shape, params + p.offset});
-  safetensors_write(tmp + "/model.safetensors", ws, {{"format", "pt"}});
-  hook("model_written");
-
-  if (train) {
-    const int64_t n = int64_t(layout.total);
-    safetensors_write(tmp + "/training_state.safetensors",
-                      {{"adam.m", {n}, train->m.data()}, {"adam.v", {n}, train->v.data()}},
-                      {{"format", kTrainFormat},
-                       {"step", std::to_string(train->step)},
-                       {"trainer", train->meta.dump()}});
-    hook("train_state_written");
+  try {
+    save_into(tmp, config, params, layout, train, tokenizer_path);
+    swap_into_place(dir, tmp, old, parent);
+  } catch (...) {
+    remove_tree(tmp);  // holds the new files, or after a swap the old ones: never the only copy
+    throw;
   }
-  if (!tokenizer_path.empty()) {
-    write_text(tmp + "/tokenizer.model", read_text(tokenizer_path, "tokenizer " + tokenizer_path));
-    hook("tokenizer_written");
-  }
-  write_text(tmp + "/config.json", config_to_json(config).dump(2) + "\n");
-  hook("config_written");
-  fsync_dir(tmp);
-  hook("before_swap");
-
-  if (fs::exists(dir, ec)) {
-    if (!testing::checkpoint_no_exchange &&
-        ::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, dir.c_str(), RENAME_EXCHANGE) == 0) {
-      fsync_dir(parent);
-      hook("swapped");
-      remove_tree(tmp);  // now the previous checkpoint
-      return;
-    }
-    LCX_CHECK(testing::checkpoint_no_exchange || errno == EINVAL || errno == ENOSYS ||
-                  errno == ENOTSUP,
-              "checkpoint {}: cannot swap in {} ({})", dir, tmp, std::strerror(errno));
-    // Fallback: dir -> dir.old, tmp -> dir. Between the two, load reads dir.old.
-    LCX_CHECK(remove_tree(old), "checkpoint {}: cannot remove stale {}", dir, old);
-    LCX_CHECK(::rename(dir.c_str(), old.c_str()) == 0, "checkpoint {}: cannot rename to {} ({})",
-              dir, old, std::strerror(errno));
-    hook("moved_old");
-  }
-  LCX_CHECK(::rename(tmp.c_str(), dir.c_str()) == 0, "checkpoint {}: cannot rename {} to it ({})",
-            dir, tmp, std::strerror(errno));
-  fsync_dir(parent);
-  hook("swapped");
-  remove_tree(old);
 }
 
 nlohmann::json rng_to_json(const Rng& r) {

@@ -76,9 +76,9 @@ void checkpoint_read_params(const SafeTensors& st, const Config& config, ParamLa
 nlohmann::json rng_to_json(const Rng& r);
 Rng rng_from_json(const nlohmann::json& j, const std::string& where);
 
-namespace testing {
+namespace test_hooks {
 // Force the two-rename fallback instead of RENAME_EXCHANGE (atomicity tests).
 extern bool checkpoint_no_exchange;
-}  // namespace testing
+}  // namespace test_hooks
 
 }  // namespace longctx

@@ -20,7 +20,7 @@ static_assert(std::endian::native == std::endian::little, "safetensors data is l
 
 namespace longctx {
 
-namespace testing {
+namespace test_hooks {
 void (*io_fault_hook)(const char* stage) = nullptr;
 }
 
@@ -425,7 +425,7 @@ void atomic_write_file(const std::string& path, const std::function<void(std::FI
     int rc = std::fclose(f);
     f = nullptr;
     LCX_CHECK(rc == 0, "{}: close failed ({})", path, errno_str());
-    if (testing::io_fault_hook) testing::io_fault_hook("file_synced");
+    if (test_hooks::io_fault_hook) test_hooks::io_fault_hook("file_synced");
     LCX_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "{}: rename from {} failed ({})", path,
               tmp, errno_str());
   } catch (...) {

@@ -33,8 +33,8 @@ struct StTensor {
   size_t nbytes = 0;
 };
 
-// A validated safetensors file. Owns its bytes (a read-only mmap or a heap buffer), so the views
-// in `tensors` stay valid while this object lives; movable, not copyable.
+// A validated safetensors file. Shares ownership of its bytes (a read-only mmap or a heap
+// buffer), so the views in `tensors` stay valid while this object or a copy of it lives.
 struct SafeTensors {
   std::string where;                             // prefix of every error message (the file)
   std::vector<StTensor> tensors;                 // sorted by data offset
@@ -77,11 +77,11 @@ std::vector<uint8_t> safetensors_serialize(const std::vector<StWrite>& tensors,
 void atomic_write_file(const std::string& path, const std::function<void(std::FILE*)>& write);
 void fsync_dir(const std::string& dir);  // throws Error naming dir
 
-namespace testing {
+namespace test_hooks {
 // Fault injection for the atomicity tests: when set, called at named points of the writers
 // ("file_synced": temp file complete, before its rename; checkpoint.cpp adds its own). It may
 // throw or _exit to simulate a crash there.
 extern void (*io_fault_hook)(const char* stage);
-}  // namespace testing
+}  // namespace test_hooks
 
 }  // namespace longctx

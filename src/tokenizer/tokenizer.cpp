@@ -104,6 +104,9 @@ void tokenizer_train(const TextSource& next, const std::string& model_path,
       {"eos_id", "2"},
       {"pad_id", "-1"},
       {"hard_vocab_limit", "false"},  // tiny corpora may not support the full vocab
+      // newlines are kept (identity normaliser) but SentencePiece never merges them: make a
+      // paragraph break one token instead of two <0x0A> byte pieces
+      {"user_defined_symbols", "\n\n,\n"},
   };
   sentencepiece::SetRandomGeneratorSeed(opt.seed);
   int old_level = sentencepiece::logging::GetMinLogLevel();

@@ -80,8 +80,8 @@ TrainResult train(const TrainOptions& o) {
 
   int64_t step = 0;
   if (o.resume) {
-    LCX_CHECK(fs::exists(ckpt_dir + "/model.safetensors"),
-              "--resume: no checkpoint in {} (train without --resume first)", ckpt_dir);
+    LCX_CHECK(train_state_exists(ckpt_dir),
+              "--resume: no training checkpoint in {} (train without --resume first)", ckpt_dir);
     LoadedModel lm = checkpoint_load(ckpt_dir);
     checkpoint_check_config(cfg, lm.config, ckpt_dir + "/config.json");
     model.params = std::move(lm.params);
@@ -96,14 +96,13 @@ TrainResult train(const TrainOptions& o) {
   }
 
   auto save = [&](int64_t at_step) {
-    checkpoint_save(ckpt_dir, cfg, model.params.data(), model.layout,
-                    fs::exists(tok_model) ? tok_model : "");
     TrainState st;
     st.step = at_step;
     st.m = opt.m;
     st.v = opt.v;
     st.meta = {{"loader", loader.state()}, {"seed", o.seed}};
-    train_state_save(ckpt_dir, st);
+    checkpoint_save(ckpt_dir, cfg, model.params.data(), model.layout, &st,
+                    fs::exists(tok_model) ? tok_model : "");
   };
 
   Metrics metrics(o.out_dir + "/metrics.jsonl", o.resume);

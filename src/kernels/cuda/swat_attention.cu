@@ -75,6 +75,7 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   return *reinterpret_cast<uint32_t*>(&v);
 }
 
+
 // Element offset of (row, 16-byte chunk) in a tile with CHUNKS chunks per row; the chunk index is
 // XORed with row bits so that 8 rows read at one chunk hit 8 different 16-byte bank groups.
 template <int CHUNKS>
@@ -123,6 +124,137 @@ __device__ __forceinline__ void load_tile(__nv_bfloat16* tile, const __nv_bfloat
     const __nv_bfloat16* src = base + (ok ? static_cast<long>(gr) * ld + c * 8 : 0);
     cp_async16(s + 2 * swz<CH>(r, c), src, ok ? 16 : 0);
   }
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// Hopper warpgroup MMA (wgmma) helpers. Shared-memory operands use the 128-byte swizzle: a tile
+// of R rows × D columns is stored as D/64 column blocks [R][64]; 16-byte chunk c of row r sits
+// at chunk c ^ (r & 7) of its 128-byte row (the hardware's Swizzle<3,4,3>; blocks 1024-aligned).
+
+template <int ROWS>
+__device__ __forceinline__ int swz128(int row, int chunk) {
+  return (chunk >> 3) * ROWS * 64 + row * 64 + (((chunk & 7) ^ (row & 7)) << 3);
+}
+
+template <int D, int ROWS, int NTHREADS>
+__device__ __forceinline__ void load_tile128(__nv_bfloat16* tile, const __nv_bfloat16* base, int r0,
+                                             int T, long ld) {
+  constexpr int CH = D / 8;
+  const uint32_t s = smem_u32(tile);
+#pragma unroll
+  for (int i = threadIdx.x % NTHREADS; i < ROWS * CH; i += NTHREADS) {
+    const int r = i / CH, c = i % CH;
+    const int gr = r0 + r;
+    const bool ok = gr < T;
+    const __nv_bfloat16* src = base + (ok ? static_cast<long>(gr) * ld + c * 8 : 0);
+    cp_async16(s + 2 * swz128<ROWS>(r, c), src, ok ? 16 : 0);
+  }
+}
+
+// smem matrix descriptor, 128-byte swizzle; lbo/sbo in bytes
+__device__ __forceinline__ uint64_t gmma_desc(uint32_t saddr, uint32_t lbo, uint32_t sbo) {
+  return static_cast<uint64_t>((saddr & 0x3FFFF) >> 4) |
+         (static_cast<uint64_t>((lbo >> 4) & 0x3FFF) << 16) |
+         (static_cast<uint64_t>((sbo >> 4) & 0x3FFF) << 32) | (1ull << 62);
+}
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+__device__ __forceinline__ void fence_proxy_async() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+// keep the compiler from moving accesses of wgmma accumulators across waits
+template <int N>
+__device__ __forceinline__ void fence_regs(float* r) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+
+// ---- wgmma wrappers, generated (operand order as in the PTX ISA) ----
+// d (64×64 fp32) (+)= A (64×16, smem) · B (16×64, smem)
+__device__ __forceinline__ void wgmma_ss_n64_t00(float* d, uint64_t da, uint64_t db, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(da), "l"(db), "r"(accumulate));
+}
+
+// d (64×128 fp32) (+)= A (64×16, smem) · B (16×128, smem)
+__device__ __forceinline__ void wgmma_ss_n128_t00(float* d, uint64_t da, uint64_t db, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(da), "l"(db), "r"(accumulate));
+}
+
+// d (64×32 fp32) (+)= A (64×16 bf16, registers) · B (16×32, smem, N-major)
+__device__ __forceinline__ void wgmma_rs_n32_t1(float* d, const uint32_t* a, uint64_t db, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%16, %17, %18, %19}, %20, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(accumulate));
+}
+
+// d (64×64 fp32) (+)= A (64×16 bf16, registers) · B (16×64, smem, N-major)
+__device__ __forceinline__ void wgmma_rs_n64_t1(float* d, const uint32_t* a, uint64_t db, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(accumulate));
+}
+
+// d (64×128 fp32) (+)= A (64×16 bf16, registers) · B (16×128, smem, N-major)
+__device__ __forceinline__ void wgmma_rs_n128_t1(float* d, const uint32_t* a, uint64_t db, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(accumulate));
+}
+
+// d (64×32 fp32) (+)= A (64×16, smem, M-major) · B (16×32, smem, N-major)
+__device__ __forceinline__ void wgmma_ss_n32_t11(float* d, uint64_t da, uint64_t db, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+      : "l"(da), "l"(db), "r"(accumulate));
+}
+
+// d (64×64 fp32) (+)= A (64×16, smem, M-major) · B (16×64, smem, N-major)
+__device__ __forceinline__ void wgmma_ss_n64_t11(float* d, uint64_t da, uint64_t db, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(da), "l"(db), "r"(accumulate));
+}
+
+template <int N>
+__device__ __forceinline__ void wgmma_ss(float* d, uint64_t da, uint64_t db, int acc) {
+  if constexpr (N == 64) wgmma_ss_n64_t00(d, da, db, acc);
+  else wgmma_ss_n128_t00(d, da, db, acc);
+}
+template <int N>
+__device__ __forceinline__ void wgmma_rs_t(float* d, const uint32_t* a, uint64_t db, int acc) {
+  if constexpr (N == 32) wgmma_rs_n32_t1(d, a, db, acc);
+  else if constexpr (N == 64) wgmma_rs_n64_t1(d, a, db, acc);
+  else wgmma_rs_n128_t1(d, a, db, acc);
+}
+template <int N>
+__device__ __forceinline__ void wgmma_ss_tt(float* d, uint64_t da, uint64_t db, int acc) {
+  if constexpr (N == 32) wgmma_ss_n32_t11(d, da, db, acc);
+  else wgmma_ss_n64_t11(d, da, db, acc);
 }
 
 struct Params {
@@ -290,6 +422,181 @@ __global__ void __launch_bounds__(kFwdWarps * 32) swat_fwd_v1(Params p) {
     for (int j = 0; j < D / 8; ++j)
       *reinterpret_cast<__nv_bfloat162*>(dst + j * 8 + 2 * t4) =
           __floats2bfloat162_rn(o[j][2 * r], o[j][2 * r + 1]);
+  }
+}
+
+// Version 2 forward: wgmma. One CTA per (64·NWG query rows, query head); warpgroup wg owns 64
+// rows. Per key tile j (BN keys): S_j = Q K_jᵀ (wgmma, both operands in shared memory), then
+// P_j = σ(S_j) in registers while O += P_{j−1} V_{j−1} (wgmma, P from registers) runs on the
+// tensor cores: the MUFU work of one tile overlaps the second GEMM of the previous one.
+// K/V tiles stream through a STAGES-deep cp.async ring (prefetch distance STAGES−2).
+template <int D, int NWG, int BN, int STAGES>
+struct FwdV2 {
+  static constexpr int BM = 64 * NWG, NT = 128 * NWG;
+  static constexpr int kSmem = (BM * D + 2 * STAGES * BN * D) * 2 + 1024;
+};
+
+template <int STAGES_LEFT>
+__device__ __forceinline__ void cp_async_wait_dyn(int n) {
+  // wait until at most n groups are pending (n ≤ STAGES_LEFT, small)
+  if constexpr (STAGES_LEFT <= 0) {
+    cp_async_wait<0>();
+  } else {
+    if (n >= STAGES_LEFT) cp_async_wait<STAGES_LEFT>();
+    else cp_async_wait_dyn<STAGES_LEFT - 1>(n);
+  }
+}
+
+template <int D, int NWG, int BN, int STAGES, int MINB>
+__global__ void __launch_bounds__(128 * NWG, MINB) swat_fwd_v2(Params p) {
+  using C = FwdV2<D, NWG, BN, STAGES>;
+  constexpr int BM = C::BM, NT = C::NT;
+  static_assert(STAGES >= 3, "prefetch distance STAGES-2 ≥ 1");
+  extern __shared__ unsigned char smem_raw[];
+  unsigned char* base = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
+  __nv_bfloat16* sQ = reinterpret_cast<__nv_bfloat16*>(base);
+  __nv_bfloat16* sK = sQ + BM * D;         // [STAGES][BN*D]
+  __nv_bfloat16* sV = sK + STAGES * BN * D;  // [STAGES][BN*D]
+
+  const int T = p.T, w = p.w, H = p.H;
+  const int h = blockIdx.y, hk = h / (H / p.Hkv);
+  const int m0 = blockIdx.x * BM;
+  const int wg = threadIdx.x >> 7, wq = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+  const int g = lane >> 2, t4 = lane & 3;
+  const long ldq = static_cast<long>(H) * D, ldk = static_cast<long>(p.Hkv) * D;
+  const __nv_bfloat16* qb = p.q + static_cast<long>(h) * D;
+  const __nv_bfloat16* kb = p.k + static_cast<long>(hk) * D;
+  const __nv_bfloat16* vb = p.v + static_cast<long>(hk) * D;
+
+  const int m_last = min(m0 + BM, T) - 1;
+  const int n_first = (key_lo(p.cu, p.n_docs, m0, w) / BN) * BN;
+  const int n_tiles = (m_last - n_first) / BN + 1;
+
+  // this warpgroup's 64 rows; this thread's two rows
+  const int wm0 = m0 + wg * 64;
+  const bool wg_on = wm0 < T;
+  const int wm_last = min(wm0 + 63, T - 1);
+  int lo_min = 0, lo_max = 0, r_lo[2] = {0, 0}, r_m[2];
+  r_m[0] = wm0 + wq * 16 + g;
+  r_m[1] = r_m[0] + 8;
+  if (wg_on) {
+    lo_min = key_lo(p.cu, p.n_docs, wm0, w);
+    lo_max = key_lo(p.cu, p.n_docs, wm_last, w);
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+      r_lo[i] = r_m[i] < T ? key_lo(p.cu, p.n_docs, r_m[i], w) : r_m[i] + 1;
+  }
+  const float slope = p.slopes[h];
+  const float hs = 0.5f * p.scale;
+  const float col_step = -4.0f * slope;  // −s/2 per 8 columns
+  float cb[2];
+#pragma unroll
+  for (int e = 0; e < 2; ++e) cb[e] = -0.5f * slope * static_cast<float>(2 * t4 + e);
+
+  load_tile128<D, BM, NT>(sQ, qb, m0, T, ldq);
+  load_tile128<D, BN, NT>(sK, kb, n_first, T, ldk);
+  load_tile128<D, BN, NT>(sV, vb, n_first, T, ldk);
+  cp_async_commit();
+#pragma unroll
+  for (int st = 1; st < STAGES - 2; ++st) {
+    if (st < n_tiles) {
+      load_tile128<D, BN, NT>(sK + st * BN * D, kb, n_first + st * BN, T, ldk);
+      load_tile128<D, BN, NT>(sV + st * BN * D, vb, n_first + st * BN, T, ldk);
+    }
+    cp_async_commit();
+  }
+
+  const uint32_t q_addr = smem_u32(sQ) + wg * 64 * 128;
+  float s[BN / 2];
+  float o[D / 2];
+#pragma unroll
+  for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
+  uint32_t pf[BN / 16][4];
+  bool p_live = false;
+
+  for (int j = 0; j <= n_tiles; ++j) {
+    // tile j has landed once at most STAGES−3 younger groups are pending
+    cp_async_wait_dyn<STAGES - 3>(min(STAGES - 3, max(n_tiles - 1 - j, 0)));
+    fence_proxy_async();
+    __syncthreads();
+    {
+      const int jn = j + STAGES - 2;
+      if (jn < n_tiles) {
+        const int b = jn % STAGES;
+        load_tile128<D, BN, NT>(sK + b * BN * D, kb, n_first + jn * BN, T, ldk);
+        load_tile128<D, BN, NT>(sV + b * BN * D, vb, n_first + jn * BN, T, ldk);
+      }
+      cp_async_commit();
+    }
+    const int n0 = n_first + j * BN;
+    const bool s_live = wg_on && j < n_tiles && n0 <= wm_last && n0 + BN - 1 >= lo_min;
+    if (s_live || p_live) wgmma_fence();
+    if (s_live) {
+      const uint32_t k_addr = smem_u32(sK + (j % STAGES) * BN * D);
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk)
+        wgmma_ss<BN>(s, gmma_desc(q_addr + (kk >> 2) * BM * 128 + (kk & 3) * 32, 16, 1024),
+                     gmma_desc(k_addr + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024), kk > 0);
+      wgmma_commit();
+    }
+    if (p_live) {
+      const uint32_t v_addr = smem_u32(sV + ((j + STAGES - 1) % STAGES) * BN * D);
+#pragma unroll
+      for (int kk = 0; kk < BN / 16; ++kk)
+        wgmma_rs_t<D>(o, pf[kk], gmma_desc(v_addr + kk * 2048, BN * 128, 1024), 1);
+      wgmma_commit();
+    }
+    if (s_live) {
+      if (p_live) wgmma_wait<1>();
+      else wgmma_wait<0>();
+      fence_regs<BN / 2>(s);
+      const bool full = n0 >= lo_max && n0 + BN - 1 <= wm0;
+      float rc[2][2];
+#pragma unroll
+      for (int r = 0; r < 2; ++r)
+#pragma unroll
+        for (int e = 0; e < 2; ++e)
+          rc[r][e] = 0.5f * p.bias + 0.5f * slope * static_cast<float>(r_m[r] - n0) + cb[e];
+#pragma unroll
+      for (int jj = 0; jj < BN / 8; ++jj) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float x = fmaf(s[jj * 4 + e], hs, fmaf(static_cast<float>(jj), col_step, rc[e >> 1][e & 1]));
+          float pv = sigmoid_of_twice(x);
+          if (!full) {
+            const int n = n0 + jj * 8 + 2 * t4 + (e & 1);
+            const int r = e >> 1;
+            if (n < r_lo[r] || n > r_m[r]) pv = 0.f;
+          }
+          s[jj * 4 + e] = pv;
+        }
+      }
+    }
+    wgmma_wait<0>();
+    fence_regs<D / 2>(o);
+    if (s_live) {
+#pragma unroll
+      for (int kk = 0; kk < BN / 16; ++kk) {
+        pf[kk][0] = pack_bf16(s[(2 * kk) * 4 + 0], s[(2 * kk) * 4 + 1]);
+        pf[kk][1] = pack_bf16(s[(2 * kk) * 4 + 2], s[(2 * kk) * 4 + 3]);
+        pf[kk][2] = pack_bf16(s[(2 * kk + 1) * 4 + 0], s[(2 * kk + 1) * 4 + 1]);
+        pf[kk][3] = pack_bf16(s[(2 * kk + 1) * 4 + 2], s[(2 * kk + 1) * 4 + 3]);
+      }
+    }
+    p_live = s_live;
+  }
+  cp_async_wait<0>();
+
+  if (!wg_on) return;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int m = r_m[r];
+    if (m >= T) continue;
+    __nv_bfloat16* dst = p.out + static_cast<long>(m) * ldq + static_cast<long>(h) * D;
+#pragma unroll
+    for (int jj = 0; jj < D / 8; ++jj)
+      *reinterpret_cast<__nv_bfloat162*>(dst + jj * 8 + 2 * t4) =
+          __floats2bfloat162_rn(o[jj * 4 + 2 * r], o[jj * 4 + 2 * r + 1]);
   }
 }
 
@@ -549,6 +856,227 @@ __global__ void __launch_bounds__(kBwdWarps * 32) swat_bwd_v1(Params p) {
   }
 }
 
+// Version 2 backward: wgmma. One CTA per (64·NWG keys, KV head); warpgroup wg owns 64 keys and
+// keeps dK, dV for them in registers over the query heads of the GQA group and the query tiles
+// (BM = 64 rows) of the band. Per query tile:
+//   Sᵀ = K Qᵀ, dPᵀ = V dOᵀ          (wgmma, operands in shared memory)
+//   Pᵀ = σ(Sᵀ), dZᵀ = Pᵀ(1−Pᵀ)dPᵀ   (registers)
+//   dV += Pᵀ dO, dK += dZᵀ Q         (wgmma, A from registers, B N-major from shared memory)
+//   dZᵀ → shared memory; dQ[:, wg's D/NWG columns] = dZ K over all 64·NWG keys (wgmma, A M-major)
+//   dQ → fp32 atomics (red.global.add.v2.f32) into the workspace.
+template <int D, int NWG>
+struct BwdV2 {
+  static constexpr int BN = 64 * NWG, BM = 64, NT = 128 * NWG;
+  static constexpr int kSmem = (2 * BN * D + 4 * BM * D + BN * BM) * 2 + 1024;
+};
+
+template <int D, int NWG>
+__global__ void __launch_bounds__(128 * NWG, 1) swat_bwd_v2(Params p) {
+  using C = BwdV2<D, NWG>;
+  constexpr int BN = C::BN, BM = C::BM, NT = C::NT, DQN = D / NWG;
+  static_assert(DQN == 32 || DQN == 64, "dQ columns per warpgroup");
+  extern __shared__ unsigned char smem_raw[];
+  unsigned char* base = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
+  __nv_bfloat16* sK = reinterpret_cast<__nv_bfloat16*>(base);
+  __nv_bfloat16* sV = sK + BN * D;
+  __nv_bfloat16* sQ = sV + BN * D;        // [2][BM*D]
+  __nv_bfloat16* sdO = sQ + 2 * BM * D;   // [2][BM*D]
+  __nv_bfloat16* sdS = sdO + 2 * BM * D;  // dZᵀ [BN keys][BM queries], 128-byte swizzle
+
+  const int T = p.T, w = p.w, H = p.H, G = H / p.Hkv;
+  const int hk = blockIdx.y;
+  const int n0 = blockIdx.x * BN;
+  const int wg = threadIdx.x >> 7, wq = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+  const int g = lane >> 2, t4 = lane & 3;
+  const long ldq = static_cast<long>(H) * D, ldk = static_cast<long>(p.Hkv) * D;
+
+  const int n_last = min(n0 + BN, T) - 1;
+  const int m_hi = query_hi(p.cu, p.n_docs, n_last, w);
+  const int m_first = (n0 / BM) * BM;
+  const int m_tiles = (m_hi - m_first) / BM + 1;
+  const int iters = G * m_tiles;
+
+  const int wn0 = n0 + wg * 64;
+  const bool wg_on = wn0 < T;
+  const int wn_last = min(wn0 + 63, T - 1);
+  int hi_min = -1, r_n[2], r_hi[2] = {-1, -1};
+  r_n[0] = wn0 + wq * 16 + g;
+  r_n[1] = r_n[0] + 8;
+  int hi_max = -1;
+  if (wg_on) {
+    hi_min = query_hi(p.cu, p.n_docs, wn0, w);
+    hi_max = query_hi(p.cu, p.n_docs, wn_last, w);
+#pragma unroll
+    for (int i = 0; i < 2; ++i) r_hi[i] = r_n[i] < T ? query_hi(p.cu, p.n_docs, r_n[i], w) : -1;
+  }
+  const float hs = 0.5f * p.scale;
+
+  load_tile128<D, BN, NT>(sK, p.k + static_cast<long>(hk) * D, n0, T, ldk);
+  load_tile128<D, BN, NT>(sV, p.v + static_cast<long>(hk) * D, n0, T, ldk);
+  load_tile128<D, BM, NT>(sQ, p.q + static_cast<long>(hk * G) * D, m_first, T, ldq);
+  load_tile128<D, BM, NT>(sdO, p.dout + static_cast<long>(hk * G) * D, m_first, T, ldq);
+  cp_async_commit();
+
+  const uint32_t k_addr = smem_u32(sK) + wg * 64 * 128, v_addr = smem_u32(sV) + wg * 64 * 128;
+  const uint32_t ds_addr = smem_u32(sdS);
+  // dQ's B operand: K rows (all BN keys), columns wg·DQN … (N-major)
+  const uint32_t kq_addr = smem_u32(sK) + (DQN == 64 ? wg * BN * 128 : wg * 64);
+
+  float dk[D / 2], dv[D / 2];
+#pragma unroll
+  for (int i = 0; i < D / 2; ++i) dk[i] = dv[i] = 0.f;
+
+  for (int it = 0; it < iters; ++it) {
+    const int gi = it / m_tiles, mi = it - gi * m_tiles;
+    const int h = hk * G + gi;
+    const int m0 = m_first + mi * BM;
+    cp_async_wait<0>();
+    fence_proxy_async();
+    __syncthreads();
+    if (it + 1 < iters) {
+      const int gn = (it + 1) / m_tiles, mn = (it + 1) - gn * m_tiles;
+      const int hn = hk * G + gn;
+      const int b = (it + 1) & 1;
+      load_tile128<D, BM, NT>(sQ + b * BM * D, p.q + static_cast<long>(hn) * D, m_first + mn * BM,
+                              T, ldq);
+      load_tile128<D, BM, NT>(sdO + b * BM * D, p.dout + static_cast<long>(hn) * D,
+                              m_first + mn * BM, T, ldq);
+    }
+    cp_async_commit();
+    const uint32_t q_addr = smem_u32(sQ + (it & 1) * BM * D);
+    const uint32_t do_addr = smem_u32(sdO + (it & 1) * BM * D);
+    const float slope = p.slopes[h];
+
+    const bool live = wg_on && m0 + BM - 1 >= wn0 && m0 <= hi_max;
+    uint32_t* ds_rows = reinterpret_cast<uint32_t*>(sdS);
+    if (live) {
+      float st[BM / 2], dpt[BM / 2];
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk)
+        wgmma_ss<BM>(st, gmma_desc(k_addr + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024),
+                     gmma_desc(q_addr + (kk >> 2) * BM * 128 + (kk & 3) * 32, 16, 1024), kk > 0);
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk)
+        wgmma_ss<BM>(dpt, gmma_desc(v_addr + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024),
+                     gmma_desc(do_addr + (kk >> 2) * BM * 128 + (kk & 3) * 32, 16, 1024), kk > 0);
+      wgmma_commit();
+      wgmma_wait<0>();
+      fence_regs<BM / 2>(st);
+      fence_regs<BM / 2>(dpt);
+      const bool full = m0 >= wn_last && m0 + BM - 1 <= hi_min;
+      const float col_step = 4.0f * slope;
+      float rc[2][2];
+#pragma unroll
+      for (int r = 0; r < 2; ++r)
+#pragma unroll
+        for (int e = 0; e < 2; ++e)
+          rc[r][e] = 0.5f * p.bias + 0.5f * slope * static_cast<float>(m0 - r_n[r]) +
+                     0.5f * slope * static_cast<float>(2 * t4 + e);
+#pragma unroll
+      for (int jj = 0; jj < BM / 8; ++jj) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float x = fmaf(st[jj * 4 + e], hs, fmaf(static_cast<float>(jj), col_step, rc[e >> 1][e & 1]));
+          float pv = sigmoid_of_twice(x);
+          if (!full) {
+            const int m = m0 + jj * 8 + 2 * t4 + (e & 1);
+            const int r = e >> 1;
+            if (m < r_n[r] || m > r_hi[r]) pv = 0.f;
+          }
+          st[jj * 4 + e] = pv;
+          dpt[jj * 4 + e] *= fmaf(-pv, pv, pv);  // dZ = p(1−p)·dP
+        }
+      }
+      uint32_t pa[BM / 16][4], za[BM / 16][4];
+#pragma unroll
+      for (int kk = 0; kk < BM / 16; ++kk) {
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+          const int jj = 2 * kk + hh;
+          pa[kk][2 * hh + 0] = pack_bf16(st[jj * 4 + 0], st[jj * 4 + 1]);
+          pa[kk][2 * hh + 1] = pack_bf16(st[jj * 4 + 2], st[jj * 4 + 3]);
+          za[kk][2 * hh + 0] = pack_bf16(dpt[jj * 4 + 0], dpt[jj * 4 + 1]);
+          za[kk][2 * hh + 1] = pack_bf16(dpt[jj * 4 + 2], dpt[jj * 4 + 3]);
+        }
+      }
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < BM / 16; ++kk)
+        wgmma_rs_t<D>(dv, pa[kk], gmma_desc(do_addr + kk * 2048, BM * 128, 1024), 1);
+#pragma unroll
+      for (int kk = 0; kk < BM / 16; ++kk)
+        wgmma_rs_t<D>(dk, za[kk], gmma_desc(q_addr + kk * 2048, BM * 128, 1024), 1);
+      wgmma_commit();
+      // dZᵀ rows of this warpgroup → shared memory (row = key, 8 chunks of 8 queries)
+#pragma unroll
+      for (int jj = 0; jj < BM / 8; ++jj)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const int row = wg * 64 + wq * 16 + g + 8 * r;
+          ds_rows[(row * 64 + ((jj ^ (row & 7)) << 3) + 2 * t4) >> 1] = za[jj >> 1][(jj & 1) * 2 + r];
+        }
+    } else {
+#pragma unroll
+      for (int jj = 0; jj < BM / 8; ++jj)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const int row = wg * 64 + wq * 16 + g + 8 * r;
+          ds_rows[(row * 64 + ((jj ^ (row & 7)) << 3) + 2 * t4) >> 1] = 0u;
+        }
+    }
+    fence_proxy_async();
+    __syncthreads();
+    // dQ[m0 … m0+63, wg·DQN … +DQN) = dZ (64 × BN) · K (BN × DQN)
+    float dq[DQN / 2];
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk)
+      wgmma_ss_tt<DQN>(dq, gmma_desc(ds_addr + kk * 2048, BN * 128, 1024),
+                       gmma_desc(kq_addr + kk * 2048, BN * 128, 1024), kk > 0);
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_regs<DQN / 2>(dq);
+    fence_regs<D / 2>(dk);
+    fence_regs<D / 2>(dv);
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int m = m0 + wq * 16 + g + 8 * r;
+      if (m >= T || m < n0 || m > m_hi) continue;
+      float* dst = p.dq_acc + static_cast<long>(m) * ldq + static_cast<long>(h) * D + wg * DQN;
+#pragma unroll
+      for (int jj = 0; jj < DQN / 8; ++jj)
+        atomicAdd(reinterpret_cast<float2*>(dst + jj * 8 + 2 * t4),
+                  make_float2(dq[jj * 4 + 2 * r] * p.scale, dq[jj * 4 + 2 * r + 1] * p.scale));
+    }
+  }
+  cp_async_wait<0>();
+
+  if (!wg_on) return;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int n = r_n[r];
+    if (n >= T) continue;
+    const long off = static_cast<long>(n) * ldk + static_cast<long>(hk) * D;
+#pragma unroll
+    for (int jj = 0; jj < D / 8; ++jj) {
+      float k0 = dk[jj * 4 + 2 * r] * p.scale, k1 = dk[jj * 4 + 2 * r + 1] * p.scale;
+      float v0 = dv[jj * 4 + 2 * r], v1 = dv[jj * 4 + 2 * r + 1];
+      __nv_bfloat162* pk = reinterpret_cast<__nv_bfloat162*>(p.dk + off + jj * 8 + 2 * t4);
+      __nv_bfloat162* pv = reinterpret_cast<__nv_bfloat162*>(p.dv + off + jj * 8 + 2 * t4);
+      if (p.accumulate) {
+        const float2 ok = __bfloat1622float2(*pk), ov = __bfloat1622float2(*pv);
+        k0 += ok.x;
+        k1 += ok.y;
+        v0 += ov.x;
+        v1 += ov.y;
+      }
+      *pk = __floats2bfloat162_rn(k0, k1);
+      *pv = __floats2bfloat162_rn(v0, v1);
+    }
+  }
+}
+
 // dq (bf16) = dq_acc (fp32), or += with accumulate; n4 = elements / 4
 __global__ void dq_convert(__nv_bfloat16* dq, const float* acc, long n4, bool accumulate) {
   for (long i = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x; i < n4;
@@ -611,21 +1139,73 @@ Params make_params(const SwatArgs& a) {
   return p;
 }
 
-template <int D>
-void launch_fwd(const Params& p, cudaStream_t s) {
-  constexpr int smem = fwd_smem_bytes<D>();
-  cudaFuncSetAttribute(swat_fwd_v1<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  dim3 grid((p.T + kFwdBM - 1) / kFwdBM, p.H);
-  swat_fwd_v1<D><<<grid, kFwdWarps * 32, smem, s>>>(p);
-  check_launch("swat_forward");
+#ifndef SWAT_FWD_VERSION
+#define SWAT_FWD_VERSION 2
+#endif
+// forward tiles per head dim: warpgroups (64 query rows each) per CTA, keys per tile
+#ifndef SWAT_FWD64_NWG
+#define SWAT_FWD64_NWG 2
+#endif
+#ifndef SWAT_FWD64_BN
+#define SWAT_FWD64_BN 64
+#endif
+#ifndef SWAT_FWD128_NWG
+#define SWAT_FWD128_NWG 3
+#endif
+#ifndef SWAT_FWD128_BN
+#define SWAT_FWD128_BN 64
+#endif
+
+// deepest K/V ring (≤ 4 stages) that fits the 227 KB of shared memory a CTA may use
+#ifndef SWAT_FWD64_MINB  // forward CTAs per SM at D 64 (2: registers capped at 128)
+#define SWAT_FWD64_MINB 1
+#endif
+
+// deepest K/V ring (≤ 4 stages) that fits the shared memory of an SM shared by MINB CTAs
+constexpr int fwd_stages(int D, int NWG, int BN, int MINB) {
+  const int left = (MINB == 1 ? 232448 : 233472 / MINB - 1024) - 1024 - 64 * NWG * D * 2;
+  const int st = left / (2 * BN * D * 2);
+  return st > 4 ? 4 : st;
 }
 
 template <int D>
+void launch_fwd(const Params& p, cudaStream_t s) {
+  if constexpr (SWAT_FWD_VERSION == 1) {
+    constexpr int smem = fwd_smem_bytes<D>();
+    cudaFuncSetAttribute(swat_fwd_v1<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    dim3 grid((p.T + kFwdBM - 1) / kFwdBM, p.H);
+    swat_fwd_v1<D><<<grid, kFwdWarps * 32, smem, s>>>(p);
+  } else {
+    constexpr int NWG = D == 64 ? SWAT_FWD64_NWG : SWAT_FWD128_NWG;
+    constexpr int BN = D == 64 ? SWAT_FWD64_BN : SWAT_FWD128_BN;
+    constexpr int MINB = D == 64 ? SWAT_FWD64_MINB : 1;
+    constexpr int STAGES = fwd_stages(D, NWG, BN, MINB);
+    using C = FwdV2<D, NWG, BN, STAGES>;
+    cudaFuncSetAttribute(swat_fwd_v2<D, NWG, BN, STAGES, MINB>,
+                         cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
+    dim3 grid((p.T + C::BM - 1) / C::BM, p.H);
+    swat_fwd_v2<D, NWG, BN, STAGES, MINB><<<grid, C::NT, C::kSmem, s>>>(p);
+  }
+  check_launch("swat_forward");
+}
+
+#ifndef SWAT_BWD_VERSION
+#define SWAT_BWD_VERSION 2
+#endif
+
+template <int D>
 void launch_bwd(const Params& p, cudaStream_t s) {
-  constexpr int smem = bwd_smem_bytes<D>();
-  cudaFuncSetAttribute(swat_bwd_v1<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  dim3 grid((p.T + kBwdBN - 1) / kBwdBN, p.Hkv);
-  swat_bwd_v1<D><<<grid, kBwdWarps * 32, smem, s>>>(p);
+  if constexpr (SWAT_BWD_VERSION == 1) {
+    constexpr int smem = bwd_smem_bytes<D>();
+    cudaFuncSetAttribute(swat_bwd_v1<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    dim3 grid((p.T + kBwdBN - 1) / kBwdBN, p.Hkv);
+    swat_bwd_v1<D><<<grid, kBwdWarps * 32, smem, s>>>(p);
+  } else {
+    using C = BwdV2<D, 2>;
+    cudaFuncSetAttribute(swat_bwd_v2<D, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
+    dim3 grid((p.T + C::BN - 1) / C::BN, p.Hkv);
+    swat_bwd_v2<D, 2><<<grid, C::NT, C::kSmem, s>>>(p);
+  }
   check_launch("swat_backward");
 }
 

@@ -1,0 +1,465 @@
+// Fast sliding-window attention on the CPU: SWAT (sigmoid) and softmax, forward and backward
+// (DESIGN.md §2.1, SWAT paper Eq. 3–4). The math is ref.h's; here it is blocked:
+//
+//   query tile (BQ queries, inside one document) × key tile (≤ BK keys); only the key tiles that
+//   intersect the band W(m) = {n : m−w < n ≤ m, same document} are visited. Per tile pair the
+//   scores are kept transposed, Sᵀ (keys × queries), so K and V rows are read in place and only
+//   the query tile is transposed (once, for all its key tiles):
+//     Sᵀ = K·Qᵀ (register-blocked 4 × 64 micro-kernel)  →  Pᵀ = σ(Sᵀ·scale + s_h(m−n) + b)
+//     O += P·V
+//   softmax: online softmax (running max and sum per query, rescale of O), lse saved.
+//   backward per tile pair: Pᵀ recomputed, dPᵀ = V·dOᵀ, dZ = p(1−p)dP (softmax: p(dP − Δ_m)),
+//     dV += Pᵀ·dO, dK += dZᵀ·Q·scale, dQ += dZ·K·scale.
+// GQA: a work unit is one KV head g with all its query heads.
+// Threads: forward over (g, query tile). Backward over (g, chunk of consecutive query tiles):
+// the unit owns dq of its queries and dk/dv of keys ≥ its first query; the keys before that
+// (≤ w−1 rows: the "halo") go to a private buffer added after the parallel loop. No races, no
+// atomics, 5 tile GEMMs per tile pair, scratch O(tile) per thread (+ the halo, O(w·D) per unit).
+// Cost O(T·w). Head dims that are not a multiple of 16 fall back to the reference loops.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "kernels/cpu/cpu.h"
+#include "kernels/cpu/ref.h"
+#include "kernels/cpu/simd.h"
+
+namespace longctx::cpu {
+namespace {
+
+constexpr int BQ = 64;  // queries per tile: 4 vectors of 16, the width of gemm_t_tile
+constexpr int BK = 64;  // keys per tile
+static_assert(BQ == 64 && BK % 4 == 0, "micro-kernels assume these tile sizes");
+
+int round4(int n) { return (n + 3) & ~3; }
+
+// ---------------------------------------------------------------- tiles
+struct QTile {
+  int q0, q1;  // queries [q0, q1), q1 − q0 ≤ BQ
+  int doc;     // first token of their document
+};
+struct KTile {
+  int k0, k1;  // keys [k0, k1), k1 − k0 ≤ BK
+  bool full;   // every (m, n) of the tile is visible: no mask needed
+};
+
+std::vector<QTile> make_query_tiles(const AttnShape& s) {
+  std::vector<QTile> tiles;
+  for (int d = 0; d < ref::attn_docs(s); d++) {
+    int b = ref::doc_begin(s, d), e = ref::doc_begin(s, d + 1);
+    for (int q0 = b; q0 < e; q0 += BQ) tiles.push_back({q0, std::min(q0 + BQ, e), b});
+  }
+  return tiles;
+}
+
+// Key tiles meeting the band of queries [q0, q1): from the diagonal backwards to the window's
+// start (clipped at the document start). The first tile holds every query's diagonal key.
+template <class Fn>
+void for_each_key_tile(const QTile& qt, int w, Fn fn) {
+  int klo = std::max(qt.doc, qt.q0 - w + 1);
+  for (int kend = qt.q1; kend > klo;) {
+    int kstart = std::max(klo, kend - BK);
+    bool full = qt.q1 - qt.q0 == BQ && kend - 1 <= qt.q0 && kstart > qt.q1 - 1 - w;
+    fn(KTile{kstart, kend, full});
+    kend = kstart;
+  }
+}
+
+// dst (D × BQ) = (src rows i < n, row stride ld)ᵀ, zero columns after
+void load_transposed(float* dst, const float* src, size_t ld, int n, int D) {
+  for (int i = 0; i < n; i++)
+    for (int d = 0; d < D; d++) dst[(size_t)d * BQ + i] = src[i * ld + d];
+  for (int d = 0; d < D; d++)
+    for (int i = n; i < BQ; i++) dst[(size_t)d * BQ + i] = 0.0f;
+}
+
+// ---------------------------------------------------------------- micro-kernels
+// C (rows × BQ) = A (rows × D, row j at arow[j]) · Bt (D × BQ); rows a multiple of 4.
+// A 4 × 64 block of C stays in 16 vector registers while d runs.
+void gemm_t_tile(float* C, const float* const* arow, const float* Bt, int rows, int D) {
+  for (int j = 0; j < rows; j += 4) {
+    v16f acc[4][4] = {};
+    const float* a[4] = {arow[j], arow[j + 1], arow[j + 2], arow[j + 3]};
+    for (int d = 0; d < D; d++) {
+      const float* b = Bt + (size_t)d * BQ;
+      v16f b0 = load16(b), b1 = load16(b + 16), b2 = load16(b + 32), b3 = load16(b + 48);
+      for (int r = 0; r < 4; r++) {
+        v16f ar = splat16(a[r][d]);
+        acc[r][0] += ar * b0;
+        acc[r][1] += ar * b1;
+        acc[r][2] += ar * b2;
+        acc[r][3] += ar * b3;
+      }
+    }
+    for (int r = 0; r < 4; r++)
+      for (int c = 0; c < 4; c++) store16(C + (size_t)(j + r) * BQ + 16 * c, acc[r][c]);
+  }
+}
+
+// C rows (M × D, row i at crow[i]) += A (M × K) · B (K × D, row stride ldb); M a multiple of 4.
+// A is P (row stride ldp) or, with Trans, read transposed from P (P is K × M, row stride ldp).
+// Columns of C in blocks of NV vectors: a 4 × 16·NV block of C stays in registers while k runs.
+template <int NV, bool Trans>
+void gemm_acc_block(float* const* crow, int c0, const float* P, int ldp, const float* B,
+                    size_t ldb, int M, int K) {
+  for (int i = 0; i < M; i += 4) {
+    v16f acc[4][NV];
+    for (int r = 0; r < 4; r++)
+      for (int c = 0; c < NV; c++) acc[r][c] = load16(crow[i + r] + c0 + 16 * c);
+    for (int j = 0; j < K; j++) {
+      v16f b[NV];
+      for (int c = 0; c < NV; c++) b[c] = load16(B + j * ldb + c0 + 16 * c);
+      for (int r = 0; r < 4; r++) {
+        v16f pr = splat16(Trans ? P[(size_t)j * ldp + i + r] : P[(size_t)(i + r) * ldp + j]);
+        for (int c = 0; c < NV; c++) acc[r][c] += pr * b[c];
+      }
+    }
+    for (int r = 0; r < 4; r++)
+      for (int c = 0; c < NV; c++) store16(crow[i + r] + c0 + 16 * c, acc[r][c]);
+  }
+}
+template <bool Trans>
+void gemm_acc(float* const* crow, const float* P, int ldp, const float* B, size_t ldb, int M,
+              int K, int D) {
+  for (int c0 = 0; c0 < D; c0 += 64) {
+    switch (std::min(4, (D - c0) / 16)) {
+      case 4: gemm_acc_block<4, Trans>(crow, c0, P, ldp, B, ldb, M, K); break;
+      case 3: gemm_acc_block<3, Trans>(crow, c0, P, ldp, B, ldb, M, K); break;
+      case 2: gemm_acc_block<2, Trans>(crow, c0, P, ldp, B, ldb, M, K); break;
+      default: gemm_acc_block<1, Trans>(crow, c0, P, ldp, B, ldb, M, K); break;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- logits → probabilities
+// Sᵀ holds keys as rows, queries as 16-lane vectors. Calls fn(j, c, z, vis) for every key row
+// j < nk and query vector c, with z = Sᵀ·scale + s_h(m−n) + add and vis the visibility mask
+// (all ones when kt.full), then zeroes rows nk..round4(nk).
+template <class Fn>
+inline void for_each_logit(float* St, const QTile& qt, const KTile& kt, const AttnShape& s,
+                           float slope, float add, Fn fn) {
+  const int nq = qt.q1 - qt.q0, nk = kt.k1 - kt.k0;
+  const v16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  const v16f lanef = iota16();
+  for (int j = 0; j < nk; j++) {
+    const int n = kt.k0 + j;
+    for (int c = 0; c < BQ / 16; c++) {
+      v16f dist = float(qt.q0 + 16 * c - n) + lanef;  // m − n, exact integers
+      v16f z = load16(St + (size_t)j * BQ + 16 * c) * s.scale + slope * dist + add;
+      v16i vis;
+      if (kt.full) {
+        vis = v16i{} - 1;
+      } else {
+        v16i i = lane + 16 * c;
+        v16i m = i + qt.q0;
+        vis = (i < nq) & (n <= m) & (n > m - s.window);
+      }
+      fn(j, c, z, vis);
+    }
+  }
+  std::memset(St + (size_t)nk * BQ, 0, sizeof(float) * BQ * (round4(nk) - nk));
+}
+inline v16f select16(v16i mask, v16f x) { return (v16f)(mask & (v16i)x); }
+
+// Pᵀ = σ(z + b), 0 where not visible.
+void sigmoid_probs(float* St, const QTile& qt, const KTile& kt, const AttnShape& s, float slope) {
+  for_each_logit(St, qt, kt, s, slope, s.bias, [&](int j, int c, v16f z, v16i vis) {
+    store16(St + (size_t)j * BQ + 16 * c, select16(vis, sigmoid16(z)));
+  });
+}
+// Pᵀ = exp(z − lse_m), 0 where not visible (softmax backward).
+void softmax_probs(float* St, const float* lse, const QTile& qt, const KTile& kt,
+                   const AttnShape& s, float slope) {
+  for_each_logit(St, qt, kt, s, slope, 0.0f, [&](int j, int c, v16f z, v16i vis) {
+    store16(St + (size_t)j * BQ + 16 * c, select16(vis, exp16(z - load16(lse + 16 * c))));
+  });
+}
+// Online softmax step (forward): per query the running max mx and sum l take this tile in, O rows
+// are rescaled by exp(mx_old − mx_new) and Pᵀ ← exp(z − mx_new) (0 where not visible).
+// mx starts at −1e30 (finite), so exp(mx_old − mx_new) is never exp(−∞ + ∞).
+void softmax_online(float* St, float* mx, float* l, float* O, int D, const QTile& qt,
+                    const KTile& kt, const AttnShape& s, float slope) {
+  const int nk = kt.k1 - kt.k0;
+  v16f tmax[BQ / 16];
+  for (int c = 0; c < BQ / 16; c++) tmax[c] = splat16(-INFINITY);
+  for_each_logit(St, qt, kt, s, slope, 0.0f, [&](int j, int c, v16f z, v16i vis) {
+    z = vis ? z : splat16(-INFINITY);
+    store16(St + (size_t)j * BQ + 16 * c, z);
+    tmax[c] = max16(tmax[c], z);
+  });
+  for (int c = 0; c < BQ / 16; c++) {
+    v16f mold = load16(mx + 16 * c), mnew = max16(mold, tmax[c]);
+    v16f alpha = exp16(mold - mnew), sum = {};
+    for (int j = 0; j < nk; j++) {
+      float* row = St + (size_t)j * BQ + 16 * c;
+      v16f z = load16(row);
+      v16f p = select16(z > -INFINITY, exp16(z - mnew));
+      store16(row, p);
+      sum += p;
+    }
+    store16(l + 16 * c, load16(l + 16 * c) * alpha + sum);
+    store16(mx + 16 * c, mnew);
+    for (int i = 0; i < 16; i++) {
+      float* o = O + (size_t)(16 * c + i) * D;
+      for (int d = 0; d < D; d++) o[d] *= alpha[i];
+    }
+  }
+}
+
+// Aligned per-thread scratch, carved into tiles.
+struct Scratch {
+  std::vector<v16f> mem;
+  size_t used = 0;
+  explicit Scratch(size_t floats) : mem(floats / 16 + 64) {}
+  float* take(size_t n) {
+    float* p = reinterpret_cast<float*>(mem.data()) + used;
+    used += (n + 15) & ~size_t(15);
+    return p;
+  }
+};
+
+// Row pointers of a key tile: rows j < nk of x (row stride ld), then `pad` up to round4(nk).
+void key_rows(const float** rows, const float* x, size_t ld, int nk, const float* pad) {
+  for (int j = 0; j < nk; j++) rows[j] = x + j * ld;
+  for (int j = nk; j < round4(nk); j++) rows[j] = pad;
+}
+
+// ---------------------------------------------------------------- forward
+template <bool Softmax>
+void attn_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                  const AttnShape& s) {
+  const int H = s.H, Hkv = s.Hkv, D = s.D, rep = H / Hkv;
+  const size_t ldq = (size_t)H * D, ldk = (size_t)Hkv * D;
+  const std::vector<QTile> tiles = make_query_tiles(s);
+  const long ntiles = (long)tiles.size(), nunits = ntiles * Hkv;
+#pragma omp parallel if (nunits > 1)
+  {
+    Scratch sc((size_t)rep * BQ * (2 * D + 2) + (size_t)BK * BQ + D + 64 * 8);
+    float* Qt = sc.take((size_t)rep * D * BQ);  // per query head of the group, transposed
+    float* Os = sc.take((size_t)rep * BQ * D);
+    float* mx = sc.take((size_t)rep * BQ);
+    float* l = sc.take((size_t)rep * BQ);
+    float* St = sc.take((size_t)BK * BQ);
+    float* zero = sc.take(D);
+    std::vector<float*> orow((size_t)rep * BQ);
+    for (size_t i = 0; i < orow.size(); i++) orow[i] = Os + i * D;
+    const float* krow[BK];
+#pragma omp for schedule(dynamic)
+    for (long u = 0; u < nunits; u++) {
+      const int g = (int)(u / ntiles);
+      const QTile& qt = tiles[u % ntiles];
+      const int nq = qt.q1 - qt.q0, rows = round4(nq);
+      for (int r = 0; r < rep; r++) {
+        load_transposed(Qt + (size_t)r * D * BQ,
+                        q + (size_t)qt.q0 * ldq + (size_t)(g * rep + r) * D, ldq, nq, D);
+        std::fill(Os + (size_t)r * BQ * D, Os + (size_t)(r + 1) * BQ * D, 0.0f);
+        std::fill(mx + (size_t)r * BQ, mx + (size_t)(r + 1) * BQ, -1e30f);
+        std::fill(l + (size_t)r * BQ, l + (size_t)(r + 1) * BQ, 0.0f);
+      }
+      for_each_key_tile(qt, s.window, [&](const KTile& kt) {
+        const int nk = kt.k1 - kt.k0;
+        const float* vg = v + (size_t)kt.k0 * ldk + (size_t)g * D;
+        key_rows(krow, k + (size_t)kt.k0 * ldk + (size_t)g * D, ldk, nk, zero);
+        for (int r = 0; r < rep; r++) {
+          const float slope = ref::slope_of(s, g * rep + r);
+          float* Or = Os + (size_t)r * BQ * D;
+          gemm_t_tile(St, krow, Qt + (size_t)r * D * BQ, round4(nk), D);
+          if constexpr (Softmax)
+            softmax_online(St, mx + (size_t)r * BQ, l + (size_t)r * BQ, Or, D, qt, kt, s, slope);
+          else
+            sigmoid_probs(St, qt, kt, s, slope);
+          gemm_acc<true>(orow.data() + (size_t)r * BQ, St, BQ, vg, ldk, rows, nk, D);  // O += P·V
+        }
+      });
+      for (int r = 0; r < rep; r++) {
+        const int h = g * rep + r;
+        for (int i = 0; i < nq; i++) {
+          const float* o = Os + ((size_t)r * BQ + i) * D;
+          float* dst = out + (size_t)(qt.q0 + i) * ldq + (size_t)h * D;
+          if constexpr (Softmax) {
+            const float li = l[(size_t)r * BQ + i];
+            for (int d = 0; d < D; d++) dst[d] = o[d] / li;
+            lse[(size_t)(qt.q0 + i) * H + h] = mx[(size_t)r * BQ + i] + std::log(li);
+          } else {
+            std::memcpy(dst, o, sizeof(float) * D);
+          }
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- backward
+template <bool Softmax>
+void attn_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
+                   const float* lse, const float* q, const float* k, const float* v,
+                   const AttnShape& s) {
+  if (!dq && !dk && !dv) return;
+  const int H = s.H, Hkv = s.Hkv, D = s.D, rep = H / Hkv;
+  const size_t ldq = (size_t)H * D, ldk = (size_t)Hkv * D;
+  const std::vector<QTile> tiles = make_query_tiles(s);
+  const int ntiles = (int)tiles.size();
+  if (ntiles == 0) return;
+  // chunks of consecutive query tiles per KV head: enough units to keep every thread busy
+  const int nthreads = omp_get_max_threads();
+  const int nchunks = std::clamp((4 * nthreads + Hkv - 1) / Hkv, 1, ntiles);
+  const long nunits = (long)Hkv * nchunks;
+  struct Halo {
+    int lo = 0, hi = 0;  // keys [lo, hi) before the chunk's first query
+    std::vector<float> dk, dv;
+  };
+  std::vector<Halo> halos(nunits);
+
+#pragma omp parallel if (nunits > 1)
+  {
+    Scratch sc((size_t)rep * BQ * (3 * D + 2) + 2 * (size_t)BK * BQ + 2 * D + 64 * 10);
+    float* Qt = sc.take((size_t)rep * D * BQ);   // per query head of the group, transposed
+    float* dOt = sc.take((size_t)rep * D * BQ);
+    float* dQs = sc.take((size_t)rep * BQ * D);
+    float* delta = sc.take((size_t)rep * BQ);    // softmax: Δ_m = dO_m·O_m
+    float* lses = sc.take((size_t)rep * BQ);     // softmax: lse_m
+    float* Pt = sc.take((size_t)BK * BQ);
+    float* dZt = sc.take((size_t)BK * BQ);
+    float* zero = sc.take(D);
+    float* trash = sc.take(D);                   // destination of padded key rows
+    std::vector<float*> dqrow((size_t)rep * BQ);
+    for (size_t i = 0; i < dqrow.size(); i++) dqrow[i] = dQs + i * D;
+    float* dkrow[BK];
+    float* dvrow[BK];
+    const float* krow[BK];
+    const float* vrow[BK];
+#pragma omp for schedule(dynamic)
+    for (long u = 0; u < nunits; u++) {
+      const int g = (int)(u / nchunks), ch = (int)(u % nchunks);
+      const int tb = (int)((long)ntiles * ch / nchunks), te = (int)((long)ntiles * (ch + 1) / nchunks);
+      if (tb == te) continue;
+      const int c0 = tiles[tb].q0;
+      Halo& halo = halos[u];
+      halo.lo = std::max(tiles[tb].doc, c0 - s.window + 1);
+      halo.hi = c0;
+      if (dk) halo.dk.assign((size_t)(halo.hi - halo.lo) * D, 0.0f);
+      if (dv) halo.dv.assign((size_t)(halo.hi - halo.lo) * D, 0.0f);
+      for (int ti = tb; ti < te; ti++) {
+        const QTile& qt = tiles[ti];
+        const int nq = qt.q1 - qt.q0, rows = round4(nq);
+        for (int r = 0; r < rep; r++) {
+          const int h = g * rep + r;
+          const size_t off = (size_t)qt.q0 * ldq + (size_t)h * D;
+          load_transposed(Qt + (size_t)r * D * BQ, q + off, ldq, nq, D);
+          load_transposed(dOt + (size_t)r * D * BQ, dout + off, ldq, nq, D);
+          std::fill(dQs + (size_t)r * BQ * D, dQs + (size_t)(r + 1) * BQ * D, 0.0f);
+          if constexpr (Softmax) {
+            for (int i = 0; i < BQ; i++) {
+              float acc = 0, ls = 0;
+              if (i < nq) {
+                const float* o = out + off + i * ldq;
+                const float* d_o = dout + off + i * ldq;
+                for (int d = 0; d < D; d++) acc += d_o[d] * o[d];
+                ls = lse[(size_t)(qt.q0 + i) * H + h];
+              }
+              delta[(size_t)r * BQ + i] = acc;
+              lses[(size_t)r * BQ + i] = ls;
+            }
+          }
+        }
+        for_each_key_tile(qt, s.window, [&](const KTile& kt) {
+          const int nk = kt.k1 - kt.k0;
+          const float* kg = k + (size_t)kt.k0 * ldk + (size_t)g * D;
+          const float* vg = v + (size_t)kt.k0 * ldk + (size_t)g * D;
+          key_rows(krow, kg, ldk, nk, zero);
+          key_rows(vrow, vg, ldk, nk, zero);
+          for (int j = 0; j < round4(nk); j++) {
+            const int n = kt.k0 + j;
+            if (j >= nk) {
+              dkrow[j] = dvrow[j] = trash;
+            } else if (n >= c0) {
+              dkrow[j] = dk ? dk + (size_t)n * ldk + (size_t)g * D : trash;
+              dvrow[j] = dv ? dv + (size_t)n * ldk + (size_t)g * D : trash;
+            } else {
+              dkrow[j] = dk ? halo.dk.data() + (size_t)(n - halo.lo) * D : trash;
+              dvrow[j] = dv ? halo.dv.data() + (size_t)(n - halo.lo) * D : trash;
+            }
+          }
+          for (int r = 0; r < rep; r++) {
+            const int h = g * rep + r;
+            const float slope = ref::slope_of(s, h);
+            const float* qh = q + (size_t)qt.q0 * ldq + (size_t)h * D;
+            const float* doh = dout + (size_t)qt.q0 * ldq + (size_t)h * D;
+            gemm_t_tile(Pt, krow, Qt + (size_t)r * D * BQ, round4(nk), D);  // Sᵀ = K·Qᵀ
+            if constexpr (Softmax)
+              softmax_probs(Pt, lses + (size_t)r * BQ, qt, kt, s, slope);
+            else
+              sigmoid_probs(Pt, qt, kt, s, slope);
+            gemm_t_tile(dZt, vrow, dOt + (size_t)r * D * BQ, round4(nk), D);  // dPᵀ = V·dOᵀ
+            for (int j = 0; j < nk; j++)
+              for (int c = 0; c < BQ / 16; c++) {
+                v16f p = load16(Pt + (size_t)j * BQ + 16 * c);
+                v16f dp = load16(dZt + (size_t)j * BQ + 16 * c);
+                v16f dz = Softmax ? p * (dp - load16(delta + (size_t)r * BQ + 16 * c))
+                                  : p * (1.0f - p) * dp;
+                store16(dZt + (size_t)j * BQ + 16 * c, dz * s.scale);
+              }
+            if (dv) gemm_acc<false>(dvrow, Pt, BQ, doh, ldq, round4(nk), nq, D);   // dV += Pᵀ·dO
+            if (dk) gemm_acc<false>(dkrow, dZt, BQ, qh, ldq, round4(nk), nq, D);   // dK += dZᵀ·Q
+            if (dq)                                                                 // dQ += dZ·K
+              gemm_acc<true>(dqrow.data() + (size_t)r * BQ, dZt, BQ, kg, ldk, rows, nk, D);
+          }
+        });
+        if (dq)
+          for (int r = 0; r < rep; r++)
+            for (int i = 0; i < nq; i++) {
+              float* dst = dq + (size_t)(qt.q0 + i) * ldq + (size_t)(g * rep + r) * D;
+              const float* src = dQs + ((size_t)r * BQ + i) * D;
+              for (int d = 0; d < D; d++) dst[d] += src[d];
+            }
+      }
+    }
+  }
+  // halos: keys before each chunk, summed in chunk order (KV heads are independent)
+#pragma omp parallel for if (Hkv > 1)
+  for (int g = 0; g < Hkv; g++)
+    for (int ch = 0; ch < nchunks; ch++) {
+      const Halo& halo = halos[(size_t)g * nchunks + ch];
+      for (int n = halo.lo; n < halo.hi; n++) {
+        const size_t src = (size_t)(n - halo.lo) * D, dst = (size_t)n * ldk + (size_t)g * D;
+        if (dk)
+          for (int d = 0; d < D; d++) dk[dst + d] += halo.dk[src + d];
+        if (dv)
+          for (int d = 0; d < D; d++) dv[dst + d] += halo.dv[src + d];
+      }
+    }
+}
+
+bool fast_ok(const AttnShape& s) { return s.D % 16 == 0; }
+
+}  // namespace
+
+void swat_forward(float* out, const float* q, const float* k, const float* v, const AttnShape& s) {
+  ref::attn_check(s, "swat_forward");
+  if (!fast_ok(s)) return ref::swat_forward(out, q, k, v, s);
+  attn_forward<false>(out, nullptr, q, k, v, s);
+}
+void swat_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
+                   const float* k, const float* v, const AttnShape& s) {
+  ref::attn_check(s, "swat_backward");
+  if (!fast_ok(s)) return ref::swat_backward(dq, dk, dv, dout, q, k, v, s);
+  attn_backward<false>(dq, dk, dv, dout, nullptr, nullptr, q, k, v, s);
+}
+void softmax_attn_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                          const AttnShape& s) {
+  ref::attn_check(s, "softmax_attn_forward");
+  if (!fast_ok(s)) return ref::softmax_attn_forward(out, lse, q, k, v, s);
+  attn_forward<true>(out, lse, q, k, v, s);
+}
+void softmax_attn_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
+                           const float* lse, const float* q, const float* k, const float* v,
+                           const AttnShape& s) {
+  ref::attn_check(s, "softmax_attn_backward");
+  if (!fast_ok(s)) return ref::softmax_attn_backward(dq, dk, dv, dout, out, lse, q, k, v, s);
+  attn_backward<true>(dq, dk, dv, dout, out, lse, q, k, v, s);
+}
+
+}  // namespace longctx::cpu
