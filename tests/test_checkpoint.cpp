@@ -312,6 +312,7 @@ TEST_P(CheckpointRoundTrip, BitwiseIdentical) {
   EXPECT_TRUE(same_bits(m.params, p));
   EXPECT_EQ(read_file(d / "ck/tokenizer.model"), read_file(d / "tok.model"));
   EXPECT_FALSE(train_state_exists(d / "ck"));
+  EXPECT_FALSE(train_state_exists(d / "no_such_dir"));
   EXPECT_EQ(safetensors_read(d / "ck/model.safetensors").find("lm_head.weight") != nullptr, !tied);
   EXPECT_FALSE(fs::exists(d / "ck.tmp"));
   // Saving again over it (replace path) works too.

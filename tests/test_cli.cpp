@@ -19,12 +19,12 @@ using namespace longctx;
 
 namespace {
 
-struct Run {
+struct CliRun {
   int code;
   std::string out;  // stdout + stderr
 };
 
-Run run(const std::string& args) {
+CliRun run_cli(const std::string& args) {
   std::string cmd = std::string(LONGCTX_BINARY_DIR) + "/longctx " + args + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   std::string out;
@@ -33,7 +33,7 @@ Run run(const std::string& args) {
   while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
   int status = pclose(p);
   int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return {code, out};
+  return CliRun{code, out};
 }
 
 fs::path tmpdir(const std::string& name) {
@@ -53,7 +53,7 @@ fs::path tmpdir(const std::string& name) {
 TEST(Cli, HelpOnEveryCommand) {
   for (const char* c : {"", "train ", "generate ", "data ", "data prepare ", "bench ",
                         "bench attention ", "bench train ", "plot "}) {
-    Run r = run(std::string(c) + "--help");
+    CliRun r = run_cli(std::string(c) + "--help");
     EXPECT_EQ(r.code, 0) << c << r.out;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << c << r.out;
   }
@@ -61,23 +61,31 @@ TEST(Cli, HelpOnEveryCommand) {
 
 TEST(Cli, TrainMissingDataDir) {
   fs::path d = tmpdir("nodata");
-  EXPECT_ERROR(run("train --data " + (d / "missing").string() + " --out " + (d / "o").string()),
+  EXPECT_ERROR(run_cli("train --data " + (d / "missing").string() + " --out " + (d / "o").string()),
                (d / "missing").string());
 }
 
 TEST(Cli, TrainUnknownPreset) {
   fs::path d = tmpdir("preset");
-  EXPECT_ERROR(run("train --data x --out " + d.string() + " --preset huge"), "unknown preset 'huge'");
+  EXPECT_ERROR(run_cli("train --data x --out " + d.string() + " --preset huge"), "unknown preset 'huge'");
 }
 
 TEST(Cli, TrainBadConfigFile) {
   fs::path d = tmpdir("cfg");
   std::ofstream(d / "c.json") << "{\"hidden_size\": \"big\"}";
-  EXPECT_ERROR(run("train --data x --out " + d.string() + " --config " + (d / "c.json").string()),
+  EXPECT_ERROR(run_cli("train --data x --out " + d.string() + " --config " + (d / "c.json").string()),
                "'hidden_size' must be an integer");
   std::ofstream(d / "bad.json") << "{not json";
-  EXPECT_ERROR(run("train --data x --out " + d.string() + " --config " + (d / "bad.json").string()),
+  EXPECT_ERROR(run_cli("train --data x --out " + d.string() + " --config " + (d / "bad.json").string()),
                "not valid JSON");
+}
+
+TEST(Cli, DeeplyNestedConfigIsAnErrorNotACrash) {  // found by libFuzzer
+  fs::path d = tmpdir("deep");
+  std::ofstream(d / "c.json") << "{\"hidden_size\": " << std::string(100000, '[')
+                              << std::string(100000, ']') << "}";
+  EXPECT_ERROR(run_cli("train --data x --out " + d.string() + " --config " + (d / "c.json").string()),
+               "must be an integer, got a JSON array");
 }
 
 TEST(Cli, GenerateFromTruncatedCheckpoint) {
@@ -90,13 +98,13 @@ TEST(Cli, GenerateFromTruncatedCheckpoint) {
   checkpoint_save((d / "ck").string(), c, m.params.data(), m.layout);
   fs::path st = d / "ck" / "model.safetensors";
   fs::resize_file(st, fs::file_size(st) - 100);
-  Run r = run("generate --ckpt " + (d / "ck").string() + " --prompt hi");
+  CliRun r = run_cli("generate --ckpt " + (d / "ck").string() + " --prompt hi");
   EXPECT_ERROR(r, "model.safetensors");
 }
 
 TEST(Cli, GenerateMissingCheckpoint) {
   fs::path d = tmpdir("nock");
-  Run r = run("generate --ckpt " + (d / "nothing").string() + " --prompt hi");
+  CliRun r = run_cli("generate --ckpt " + (d / "nothing").string() + " --prompt hi");
   EXPECT_EQ(r.code, 1) << r.out;
   EXPECT_NE(r.out.find((d / "nothing").string()), std::string::npos) << r.out;
 }
@@ -105,7 +113,7 @@ TEST(Cli, TrainRejectsNonPositiveSizes) {
   fs::path d = tmpdir("sizes");
   shard_write((d / "train.bin").string(), 64, {{1, 5, 6, 2}});
   shard_write((d / "val.bin").string(), 64, {{1, 5, 6, 2}});
-  EXPECT_ERROR(run("train --data " + d.string() + " --out " + (d / "o").string() + " --batch 0"),
+  EXPECT_ERROR(run_cli("train --data " + d.string() + " --out " + (d / "o").string() + " --batch 0"),
                "must be > 0");
 }
 

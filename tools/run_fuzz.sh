@@ -16,9 +16,10 @@ san="$san -Wno-psabi -Wno-pass-failed"
 
 # Instrument the libraries too (CMAKE_CXX_FLAGS), not only the fuzz target, or libFuzzer is
 # blind to the parser's branches; the fuzz target itself adds -fsanitize=fuzzer,address.
+mkdir -p "$build"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Debug \
   -DCMAKE_CXX_FLAGS="$san" -DLONGCTX_FUZZ=ON -DLONGCTX_TESTS=ON -DLONGCTX_BENCH=OFF \
-  -DLONGCTX_CUDA=OFF >"$build.cmake.log" 2>&1 || { cat "$build.cmake.log"; exit 1; }
+  -DLONGCTX_CUDA=OFF >"$build/configure.log" 2>&1 || { cat "$build/configure.log"; exit 1; }
 cmake --build "$build" --target fuzz_safetensors -j"$(nproc)"
 fuzzer="$build/tests/fuzz_safetensors"
 

@@ -173,8 +173,12 @@ void checkpoint_check_config(const Config& expected, const Config& found,
 }
 
 bool train_state_exists(const std::string& dir) {
-  std::error_code ec;
-  return fs::exists(resolve_dir(dir) + "/training_state.safetensors", ec);
+  try {
+    std::error_code ec;
+    return fs::exists(resolve_dir(dir) + "/training_state.safetensors", ec);
+  } catch (const Error&) {
+    return false;  // no such checkpoint directory
+  }
 }
 
 TrainState train_state_load(const std::string& dir_, size_t n_params) {

@@ -62,7 +62,7 @@ void checkpoint_check_config(const Config& expected, const Config& found, const 
 
 // training_state.safetensors of a checkpoint `dir`; m and v must have n_params elements.
 TrainState train_state_load(const std::string& dir, size_t n_params);
-bool train_state_exists(const std::string& dir);
+bool train_state_exists(const std::string& dir);  // false (no throw) when dir is missing
 
 // The pieces checkpoint_load is made of, exposed for the fuzzers and for tools:
 // config.json text -> validated Config (Error names `where` and the field).
@@ -72,7 +72,8 @@ Config checkpoint_parse_config(std::string_view json_text, const std::string& wh
 void checkpoint_read_params(const SafeTensors& st, const Config& config, ParamLayout& layout,
                             std::vector<float>& params);
 
-// Philox stream position as JSON ({"seed", "counter", "used"}) for TrainState::meta.
+// Philox stream position as JSON ({"seed", "counter", "buf", "used"}) for TrainState::meta;
+// rng_from_json(rng_to_json(r)) continues exactly where r left off.
 nlohmann::json rng_to_json(const Rng& r);
 Rng rng_from_json(const nlohmann::json& j, const std::string& where);
 

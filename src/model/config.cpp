@@ -110,6 +110,12 @@ nlohmann::json config_to_json(const Config& c) {
 
 namespace {
 
+// A value for an error message: scalars as JSON, containers by type only (a deeply nested
+// value would make dump() recurse without bound).
+std::string describe(const nlohmann::json& v) {
+  return v.is_structured() ? std::string("a JSON ") + v.type_name() : v.dump();
+}
+
 template <class T>
 T get_field(const nlohmann::json& j, const char* key, const std::string& where, T fallback,
             bool required) {
@@ -119,20 +125,20 @@ T get_field(const nlohmann::json& j, const char* key, const std::string& where, 
     return fallback;
   }
   if constexpr (std::is_same_v<T, bool>) {
-    LCX_CHECK(it->is_boolean(), "{}: field '{}' must be a boolean, got {}", where, key, it->dump());
+    LCX_CHECK(it->is_boolean(), "{}: field '{}' must be a boolean, got {}", where, key, describe(*it));
     return it->template get<bool>();
   } else if constexpr (std::is_integral_v<T>) {
     LCX_CHECK(it->is_number_integer(), "{}: field '{}' must be an integer, got {}", where, key,
-              it->dump());
+              describe(*it));
     auto v = it->template get<long long>();
     LCX_CHECK(v >= -(1LL << 31) && v < (1LL << 31), "{}: field '{}' = {} is out of range", where,
               key, v);
     return T(v);
   } else if constexpr (std::is_floating_point_v<T>) {
-    LCX_CHECK(it->is_number(), "{}: field '{}' must be a number, got {}", where, key, it->dump());
+    LCX_CHECK(it->is_number(), "{}: field '{}' must be a number, got {}", where, key, describe(*it));
     return it->template get<T>();
   } else {
-    LCX_CHECK(it->is_string(), "{}: field '{}' must be a string, got {}", where, key, it->dump());
+    LCX_CHECK(it->is_string(), "{}: field '{}' must be a string, got {}", where, key, describe(*it));
     return it->template get<std::string>();
   }
 }

@@ -90,7 +90,9 @@ TrainResult train(const TrainOptions& o) {
     opt.step = st.step;
     opt.m = std::move(st.m);
     opt.v = std::move(st.v);
-    loader.restore(st.meta.at("loader"));
+    LCX_CHECK(st.meta.contains("loader"),
+              "{}/training_state.safetensors: metadata has no data-loader cursor ('loader')", ckpt_dir);
+    loader.restore(st.meta["loader"]);
   } else {
     param_init(model.params.data(), model.layout, cfg, o.seed);
   }

@@ -3,8 +3,8 @@
 //
 //   query tile (BQ queries, inside one document) × key tile (≤ BK keys); only the key tiles that
 //   intersect the band W(m) = {n : m−w < n ≤ m, same document} are visited. Per tile pair the
-//   scores are kept transposed, Sᵀ (keys × queries), so K and V rows are read in place and only
-//   the query tile is transposed (once, for all its key tiles):
+//   scores are kept transposed, Sᵀ (keys × queries), so only the query tile needs a transposed
+//   copy (once, for all its key tiles); K/V tiles are plain row copies:
 //     Sᵀ = K·Qᵀ (register-blocked 4 × 64 micro-kernel)  →  Pᵀ = σ(Sᵀ·scale + s_h(m−n) + b)
 //     O += P·V
 //   softmax: online softmax (running max and sum per query, rescale of O), lse saved.
@@ -77,39 +77,80 @@ void load_transposed(float* dst, const float* src, size_t ld, int n, int D) {
 }
 
 // ---------------------------------------------------------------- micro-kernels
-// C (rows × BQ) = A (rows × D, row j at arow[j]) · Bt (D × BQ); rows a multiple of 4.
-// A 4 × 64 block of C stays in 16 vector registers while d runs.
-void gemm_t_tile(float* C, const float* const* arow, const float* Bt, int rows, int D) {
-  for (int j = 0; j < rows; j += 4) {
-    v16f acc[4][4] = {};
-    const float* a[4] = {arow[j], arow[j + 1], arow[j + 2], arow[j + 3]};
-    for (int d = 0; d < D; d++) {
-      const float* b = Bt + (size_t)d * BQ;
-      v16f b0 = load16(b), b1 = load16(b + 16), b2 = load16(b + 32), b3 = load16(b + 48);
-      for (int r = 0; r < 4; r++) {
-        v16f ar = splat16(a[r][d]);
-        acc[r][0] += ar * b0;
-        acc[r][1] += ar * b1;
-        acc[r][2] += ar * b2;
-        acc[r][3] += ar * b3;
-      }
+// The band inside one tile pair (queries q0.., keys k0..): which queries a block of key rows can
+// see and which keys a block of query rows can see. The GEMMs skip what lies outside (half of the
+// diagonal tile and of the tile at the window's far edge).
+struct Band {
+  int q0, nq, k0, nk, w;
+  // visible query indices [lo, hi) for key rows [j0, j1)
+  void queries_of(int j0, int j1, int& lo, int& hi) const {
+    lo = std::max(0, k0 + j0 - q0);
+    hi = (int)std::min<long>(nq, (long)k0 + j1 - 1 + w - q0);
+  }
+  // visible key indices [lo, hi) for query rows [i0, i1)
+  void keys_of(int i0, int i1, int& lo, int& hi) const {
+    lo = (int)std::max<long>(0, (long)q0 + i0 - w + 1 - k0);
+    hi = std::min(nk, q0 + i1 - k0);
+  }
+};
+
+// Rows j..j+3 of C (· × BQ) = A (· × D) · Bt (D × BQ), query vectors [C0, C1) only: the 4 × 16·(C1−C0)
+// block of C stays in vector registers while d runs.
+template <int C0, int C1>
+void gemm_t_block(float* C, const float* A, const float* Bt, int j, int D) {
+  v16f acc[4][C1 - C0] = {};
+  const float* a = A + (size_t)j * D;
+  for (int d = 0; d < D; d++) {
+    v16f b[C1 - C0];
+    for (int c = C0; c < C1; c++) b[c - C0] = load16(Bt + (size_t)d * BQ + 16 * c);
+    for (int r = 0; r < 4; r++) {
+      v16f ar = splat16(a[(size_t)r * D + d]);
+      for (int c = C0; c < C1; c++) acc[r][c - C0] += ar * b[c - C0];
     }
-    for (int r = 0; r < 4; r++)
-      for (int c = 0; c < 4; c++) store16(C + (size_t)(j + r) * BQ + 16 * c, acc[r][c]);
+  }
+  for (int r = 0; r < 4; r++)
+    for (int c = C0; c < C1; c++) store16(C + (size_t)(j + r) * BQ + 16 * c, acc[r][c - C0]);
+}
+// C (rows × BQ) = A (rows × D) · Bt (D × BQ), rows = keys (a multiple of 4), columns = queries.
+// Columns a row block cannot see are left unwritten: the masked epilogue zeroes them.
+void gemm_t_tile(float* C, const float* A, const float* Bt, int rows, int D, const Band& band) {
+  for (int j = 0; j < rows; j += 4) {
+    int lo, hi;
+    band.queries_of(j, j + 4, lo, hi);
+    if (lo >= hi) continue;
+    switch ((lo / 16) * 5 + (hi + 15) / 16) {
+      case 0 * 5 + 1: gemm_t_block<0, 1>(C, A, Bt, j, D); break;
+      case 0 * 5 + 2: gemm_t_block<0, 2>(C, A, Bt, j, D); break;
+      case 0 * 5 + 3: gemm_t_block<0, 3>(C, A, Bt, j, D); break;
+      case 0 * 5 + 4: gemm_t_block<0, 4>(C, A, Bt, j, D); break;
+      case 1 * 5 + 2: gemm_t_block<1, 2>(C, A, Bt, j, D); break;
+      case 1 * 5 + 3: gemm_t_block<1, 3>(C, A, Bt, j, D); break;
+      case 1 * 5 + 4: gemm_t_block<1, 4>(C, A, Bt, j, D); break;
+      case 2 * 5 + 3: gemm_t_block<2, 3>(C, A, Bt, j, D); break;
+      case 2 * 5 + 4: gemm_t_block<2, 4>(C, A, Bt, j, D); break;
+      default: gemm_t_block<3, 4>(C, A, Bt, j, D); break;
+    }
   }
 }
 
 // C rows (M × D, row i at crow[i]) += A (M × K) · B (K × D, row stride ldb); M a multiple of 4.
-// A is P (row stride ldp) or, with Trans, read transposed from P (P is K × M, row stride ldp).
-// Columns of C in blocks of NV vectors: a 4 × 16·NV block of C stays in registers while k runs.
+// Trans = false: rows are keys, A = Pᵀ as stored (row stride ldp), k runs over queries.
+// Trans = true: rows are queries, A read transposed from Pᵀ, k runs over keys.
+// Only the k the row block can see (band) are visited. Columns of C in blocks of NV vectors: a
+// 4 × 16·NV block of C stays in registers while k runs.
 template <int NV, bool Trans>
 void gemm_acc_block(float* const* crow, int c0, const float* P, int ldp, const float* B,
-                    size_t ldb, int M, int K) {
+                    size_t ldb, int M, int K, const Band& band) {
   for (int i = 0; i < M; i += 4) {
+    int lo, hi;
+    if (Trans) band.keys_of(i, i + 4, lo, hi);
+    else band.queries_of(i, i + 4, lo, hi);
+    hi = std::min(hi, K);
+    if (lo >= hi) continue;
     v16f acc[4][NV];
     for (int r = 0; r < 4; r++)
       for (int c = 0; c < NV; c++) acc[r][c] = load16(crow[i + r] + c0 + 16 * c);
-    for (int j = 0; j < K; j++) {
+    for (int j = lo; j < hi; j++) {
       v16f b[NV];
       for (int c = 0; c < NV; c++) b[c] = load16(B + j * ldb + c0 + 16 * c);
       for (int r = 0; r < 4; r++) {
@@ -123,13 +164,13 @@ void gemm_acc_block(float* const* crow, int c0, const float* P, int ldp, const f
 }
 template <bool Trans>
 void gemm_acc(float* const* crow, const float* P, int ldp, const float* B, size_t ldb, int M,
-              int K, int D) {
+              int K, int D, const Band& band) {
   for (int c0 = 0; c0 < D; c0 += 64) {
     switch (std::min(4, (D - c0) / 16)) {
-      case 4: gemm_acc_block<4, Trans>(crow, c0, P, ldp, B, ldb, M, K); break;
-      case 3: gemm_acc_block<3, Trans>(crow, c0, P, ldp, B, ldb, M, K); break;
-      case 2: gemm_acc_block<2, Trans>(crow, c0, P, ldp, B, ldb, M, K); break;
-      default: gemm_acc_block<1, Trans>(crow, c0, P, ldp, B, ldb, M, K); break;
+      case 4: gemm_acc_block<4, Trans>(crow, c0, P, ldp, B, ldb, M, K, band); break;
+      case 3: gemm_acc_block<3, Trans>(crow, c0, P, ldp, B, ldb, M, K, band); break;
+      case 2: gemm_acc_block<2, Trans>(crow, c0, P, ldp, B, ldb, M, K, band); break;
+      default: gemm_acc_block<1, Trans>(crow, c0, P, ldp, B, ldb, M, K, band); break;
     }
   }
 }
@@ -221,10 +262,12 @@ struct Scratch {
   }
 };
 
-// Row pointers of a key tile: rows j < nk of x (row stride ld), then `pad` up to round4(nk).
-void key_rows(const float** rows, const float* x, size_t ld, int nk, const float* pad) {
-  for (int j = 0; j < nk; j++) rows[j] = x + j * ld;
-  for (int j = nk; j < round4(nk); j++) rows[j] = pad;
+// dst (round4(n) × D) = rows i < n of src (row stride ld), zero rows after. Tiles are copied to
+// contiguous scratch because rows of q/k/v sit H·D floats apart, a power of two that maps a
+// whole tile onto a few L1 sets.
+void load_rows(float* dst, const float* src, size_t ld, int n, int D) {
+  for (int i = 0; i < n; i++) std::memcpy(dst + (size_t)i * D, src + i * ld, sizeof(float) * D);
+  std::memset(dst + (size_t)n * D, 0, sizeof(float) * D * (round4(n) - n));
 }
 
 // ---------------------------------------------------------------- forward
@@ -237,16 +280,16 @@ void attn_forward(float* out, float* lse, const float* q, const float* k, const 
   const long ntiles = (long)tiles.size(), nunits = ntiles * Hkv;
 #pragma omp parallel if (nunits > 1)
   {
-    Scratch sc((size_t)rep * BQ * (2 * D + 2) + (size_t)BK * BQ + D + 64 * 8);
+    Scratch sc((size_t)rep * BQ * (2 * D + 2) + (size_t)BK * BQ + 2 * (size_t)BK * D + 64 * 8);
     float* Qt = sc.take((size_t)rep * D * BQ);  // per query head of the group, transposed
     float* Os = sc.take((size_t)rep * BQ * D);
     float* mx = sc.take((size_t)rep * BQ);
     float* l = sc.take((size_t)rep * BQ);
     float* St = sc.take((size_t)BK * BQ);
-    float* zero = sc.take(D);
+    float* Ks = sc.take((size_t)BK * D);
+    float* Vs = sc.take((size_t)BK * D);
     std::vector<float*> orow((size_t)rep * BQ);
     for (size_t i = 0; i < orow.size(); i++) orow[i] = Os + i * D;
-    const float* krow[BK];
 #pragma omp for schedule(dynamic)
     for (long u = 0; u < nunits; u++) {
       const int g = (int)(u / ntiles);
@@ -261,17 +304,18 @@ void attn_forward(float* out, float* lse, const float* q, const float* k, const 
       }
       for_each_key_tile(qt, s.window, [&](const KTile& kt) {
         const int nk = kt.k1 - kt.k0;
-        const float* vg = v + (size_t)kt.k0 * ldk + (size_t)g * D;
-        key_rows(krow, k + (size_t)kt.k0 * ldk + (size_t)g * D, ldk, nk, zero);
+        const Band band{qt.q0, nq, kt.k0, nk, s.window};
+        load_rows(Ks, k + (size_t)kt.k0 * ldk + (size_t)g * D, ldk, nk, D);
+        load_rows(Vs, v + (size_t)kt.k0 * ldk + (size_t)g * D, ldk, nk, D);
         for (int r = 0; r < rep; r++) {
           const float slope = ref::slope_of(s, g * rep + r);
           float* Or = Os + (size_t)r * BQ * D;
-          gemm_t_tile(St, krow, Qt + (size_t)r * D * BQ, round4(nk), D);
+          gemm_t_tile(St, Ks, Qt + (size_t)r * D * BQ, round4(nk), D, band);
           if constexpr (Softmax)
             softmax_online(St, mx + (size_t)r * BQ, l + (size_t)r * BQ, Or, D, qt, kt, s, slope);
           else
             sigmoid_probs(St, qt, kt, s, slope);
-          gemm_acc<true>(orow.data() + (size_t)r * BQ, St, BQ, vg, ldk, rows, nk, D);  // O += P·V
+          gemm_acc<true>(orow.data() + (size_t)r * BQ, St, BQ, Vs, D, rows, nk, D, band);  // O += P·V
         }
       });
       for (int r = 0; r < rep; r++) {
@@ -315,22 +359,24 @@ void attn_backward(float* dq, float* dk, float* dv, const float* dout, const flo
 
 #pragma omp parallel if (nunits > 1)
   {
-    Scratch sc((size_t)rep * BQ * (3 * D + 2) + 2 * (size_t)BK * BQ + 2 * D + 64 * 10);
+    Scratch sc((size_t)rep * BQ * (5 * D + 2) + 2 * (size_t)BK * BQ + 2 * (size_t)BK * D + D +
+               64 * 12);
     float* Qt = sc.take((size_t)rep * D * BQ);   // per query head of the group, transposed
     float* dOt = sc.take((size_t)rep * D * BQ);
+    float* Qs = sc.take((size_t)rep * BQ * D);   // and as rows
+    float* dOs = sc.take((size_t)rep * BQ * D);
+    float* Ks = sc.take((size_t)BK * D);
+    float* Vs = sc.take((size_t)BK * D);
     float* dQs = sc.take((size_t)rep * BQ * D);
     float* delta = sc.take((size_t)rep * BQ);    // softmax: Δ_m = dO_m·O_m
     float* lses = sc.take((size_t)rep * BQ);     // softmax: lse_m
     float* Pt = sc.take((size_t)BK * BQ);
     float* dZt = sc.take((size_t)BK * BQ);
-    float* zero = sc.take(D);
     float* trash = sc.take(D);                   // destination of padded key rows
     std::vector<float*> dqrow((size_t)rep * BQ);
     for (size_t i = 0; i < dqrow.size(); i++) dqrow[i] = dQs + i * D;
     float* dkrow[BK];
     float* dvrow[BK];
-    const float* krow[BK];
-    const float* vrow[BK];
 #pragma omp for schedule(dynamic)
     for (long u = 0; u < nunits; u++) {
       const int g = (int)(u / nchunks), ch = (int)(u % nchunks);
@@ -350,6 +396,8 @@ void attn_backward(float* dq, float* dk, float* dv, const float* dout, const flo
           const size_t off = (size_t)qt.q0 * ldq + (size_t)h * D;
           load_transposed(Qt + (size_t)r * D * BQ, q + off, ldq, nq, D);
           load_transposed(dOt + (size_t)r * D * BQ, dout + off, ldq, nq, D);
+          load_rows(Qs + (size_t)r * BQ * D, q + off, ldq, nq, D);
+          load_rows(dOs + (size_t)r * BQ * D, dout + off, ldq, nq, D);
           std::fill(dQs + (size_t)r * BQ * D, dQs + (size_t)(r + 1) * BQ * D, 0.0f);
           if constexpr (Softmax) {
             for (int i = 0; i < BQ; i++) {
@@ -367,10 +415,9 @@ void attn_backward(float* dq, float* dk, float* dv, const float* dout, const flo
         }
         for_each_key_tile(qt, s.window, [&](const KTile& kt) {
           const int nk = kt.k1 - kt.k0;
-          const float* kg = k + (size_t)kt.k0 * ldk + (size_t)g * D;
-          const float* vg = v + (size_t)kt.k0 * ldk + (size_t)g * D;
-          key_rows(krow, kg, ldk, nk, zero);
-          key_rows(vrow, vg, ldk, nk, zero);
+          const Band band{qt.q0, nq, kt.k0, nk, s.window};
+          load_rows(Ks, k + (size_t)kt.k0 * ldk + (size_t)g * D, ldk, nk, D);
+          load_rows(Vs, v + (size_t)kt.k0 * ldk + (size_t)g * D, ldk, nk, D);
           for (int j = 0; j < round4(nk); j++) {
             const int n = kt.k0 + j;
             if (j >= nk) {
@@ -386,14 +433,14 @@ void attn_backward(float* dq, float* dk, float* dv, const float* dout, const flo
           for (int r = 0; r < rep; r++) {
             const int h = g * rep + r;
             const float slope = ref::slope_of(s, h);
-            const float* qh = q + (size_t)qt.q0 * ldq + (size_t)h * D;
-            const float* doh = dout + (size_t)qt.q0 * ldq + (size_t)h * D;
-            gemm_t_tile(Pt, krow, Qt + (size_t)r * D * BQ, round4(nk), D);  // Sᵀ = K·Qᵀ
+            const float* Qr = Qs + (size_t)r * BQ * D;
+            const float* dOr = dOs + (size_t)r * BQ * D;
+            gemm_t_tile(Pt, Ks, Qt + (size_t)r * D * BQ, round4(nk), D, band);  // Sᵀ = K·Qᵀ
             if constexpr (Softmax)
               softmax_probs(Pt, lses + (size_t)r * BQ, qt, kt, s, slope);
             else
               sigmoid_probs(Pt, qt, kt, s, slope);
-            gemm_t_tile(dZt, vrow, dOt + (size_t)r * D * BQ, round4(nk), D);  // dPᵀ = V·dOᵀ
+            gemm_t_tile(dZt, Vs, dOt + (size_t)r * D * BQ, round4(nk), D, band);  // dPᵀ = V·dOᵀ
             for (int j = 0; j < nk; j++)
               for (int c = 0; c < BQ / 16; c++) {
                 v16f p = load16(Pt + (size_t)j * BQ + 16 * c);
@@ -402,10 +449,10 @@ void attn_backward(float* dq, float* dk, float* dv, const float* dout, const flo
                                   : p * (1.0f - p) * dp;
                 store16(dZt + (size_t)j * BQ + 16 * c, dz * s.scale);
               }
-            if (dv) gemm_acc<false>(dvrow, Pt, BQ, doh, ldq, round4(nk), nq, D);   // dV += Pᵀ·dO
-            if (dk) gemm_acc<false>(dkrow, dZt, BQ, qh, ldq, round4(nk), nq, D);   // dK += dZᵀ·Q
-            if (dq)                                                                 // dQ += dZ·K
-              gemm_acc<true>(dqrow.data() + (size_t)r * BQ, dZt, BQ, kg, ldk, rows, nk, D);
+            if (dv) gemm_acc<false>(dvrow, Pt, BQ, dOr, D, round4(nk), nq, D, band);   // dV += Pᵀ·dO
+            if (dk) gemm_acc<false>(dkrow, dZt, BQ, Qr, D, round4(nk), nq, D, band);   // dK += dZᵀ·Q
+            if (dq)                                                               // dQ += dZ·K
+              gemm_acc<true>(dqrow.data() + (size_t)r * BQ, dZt, BQ, Ks, D, rows, nk, D, band);
           }
         });
         if (dq)

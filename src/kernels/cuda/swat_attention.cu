@@ -451,7 +451,7 @@ template <int D, int NWG, int BN, int STAGES, int MINB>
 __global__ void __launch_bounds__(128 * NWG, MINB) swat_fwd_v2(Params p) {
   using C = FwdV2<D, NWG, BN, STAGES>;
   constexpr int BM = C::BM, NT = C::NT;
-  static_assert(STAGES >= 3, "prefetch distance STAGES-2 ≥ 1");
+  static_assert(STAGES >= 4, "prefetch distance STAGES-3 ≥ 1");
   extern __shared__ unsigned char smem_raw[];
   unsigned char* base = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
   __nv_bfloat16* sQ = reinterpret_cast<__nv_bfloat16*>(base);
@@ -493,12 +493,14 @@ __global__ void __launch_bounds__(128 * NWG, MINB) swat_fwd_v2(Params p) {
 #pragma unroll
   for (int e = 0; e < 2; ++e) cb[e] = -0.5f * slope * static_cast<float>(2 * t4 + e);
 
+  // cp.async groups: {Q, tile 0}, tile 1, …, tile DIST; then one group per iteration
+  constexpr int DIST = STAGES - 3;
   load_tile128<D, BM, NT>(sQ, qb, m0, T, ldq);
   load_tile128<D, BN, NT>(sK, kb, n_first, T, ldk);
   load_tile128<D, BN, NT>(sV, vb, n_first, T, ldk);
   cp_async_commit();
 #pragma unroll
-  for (int st = 1; st < STAGES - 2; ++st) {
+  for (int st = 1; st <= DIST; ++st) {
     if (st < n_tiles) {
       load_tile128<D, BN, NT>(sK + st * BN * D, kb, n_first + st * BN, T, ldk);
       load_tile128<D, BN, NT>(sV + st * BN * D, vb, n_first + st * BN, T, ldk);
@@ -507,20 +509,45 @@ __global__ void __launch_bounds__(128 * NWG, MINB) swat_fwd_v2(Params p) {
   }
 
   const uint32_t q_addr = smem_u32(sQ) + wg * 64 * 128;
-  float s[BN / 2];
+  float sn[BN / 2];  // accumulator of S_{j+1}
   float o[D / 2];
 #pragma unroll
   for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
-  uint32_t pf[BN / 16][4];
-  bool p_live = false;
+  uint32_t pf[BN / 16][4];  // P_j as bf16 A fragments
 
-  for (int j = 0; j <= n_tiles; ++j) {
-    // tile j has landed once at most STAGES−3 younger groups are pending
-    cp_async_wait_dyn<STAGES - 3>(min(STAGES - 3, max(n_tiles - 1 - j, 0)));
+  auto issue_s = [&](float* sd, int j) {
+    const uint32_t k_addr = smem_u32(sK + (j % STAGES) * BN * D);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+      wgmma_ss<BN>(sd, gmma_desc(q_addr + (kk >> 2) * BM * 128 + (kk & 3) * 32, 16, 1024),
+                   gmma_desc(k_addr + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024), kk > 0);
+  };
+
+  cp_async_wait<DIST>();
+  fence_proxy_async();
+  __syncthreads();
+  issue_s(sn, 0);
+  wgmma_commit();
+  wgmma_wait<0>();
+  fence_regs<BN / 2>(sn);
+
+  // Iteration j: S_{j+1} = Q K_{j+1}ᵀ is issued first (into sn), then σ(S_j) runs on the MUFU
+  // while the tensor cores work on S_{j+1} and the tail of O += P_{j−1} V_{j−1}; then P_j is
+  // packed to bf16 A fragments and O += P_j V_j is issued. S_j is read from a plain copy (sc)
+  // and pf is written only after the wait that retires the P·V reading it, so ptxas can keep
+  // the wgmma pipeline asynchronous. Every tile of the CTA's range is computed by every
+  // warpgroup (the mask zeroes dead pairs): the wgmma groups are the same on every path.
+  // The ring slot refilled at iteration j held tile j−2, whose P·V every warpgroup waited for.
+  float sc[BN / 2];
+#pragma unroll
+  for (int i = 0; i < BN / 2; ++i) sc[i] = sn[i];
+  for (int j = 0; j < n_tiles; ++j) {
+    cp_async_wait<DIST - 1>();  // tile j+1 landed
     fence_proxy_async();
     __syncthreads();
     {
-      const int jn = j + STAGES - 2;
+      const int jn = j + 1 + DIST;
       if (jn < n_tiles) {
         const int b = jn % STAGES;
         load_tile128<D, BN, NT>(sK + b * BN * D, kb, n_first + jn * BN, T, ldk);
@@ -528,63 +555,52 @@ __global__ void __launch_bounds__(128 * NWG, MINB) swat_fwd_v2(Params p) {
       }
       cp_async_commit();
     }
+    if (j + 1 < n_tiles) issue_s(sn, j + 1);
+    wgmma_commit();
     const int n0 = n_first + j * BN;
-    const bool s_live = wg_on && j < n_tiles && n0 <= wm_last && n0 + BN - 1 >= lo_min;
-    if (s_live || p_live) wgmma_fence();
-    if (s_live) {
-      const uint32_t k_addr = smem_u32(sK + (j % STAGES) * BN * D);
+    const bool full = n0 >= lo_max && n0 + BN - 1 <= wm0;
+    float rc[2][2];
 #pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk)
-        wgmma_ss<BN>(s, gmma_desc(q_addr + (kk >> 2) * BM * 128 + (kk & 3) * 32, 16, 1024),
-                     gmma_desc(k_addr + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024), kk > 0);
-      wgmma_commit();
-    }
-    if (p_live) {
-      const uint32_t v_addr = smem_u32(sV + ((j + STAGES - 1) % STAGES) * BN * D);
+    for (int r = 0; r < 2; ++r)
 #pragma unroll
-      for (int kk = 0; kk < BN / 16; ++kk)
-        wgmma_rs_t<D>(o, pf[kk], gmma_desc(v_addr + kk * 2048, BN * 128, 1024), 1);
-      wgmma_commit();
-    }
-    if (s_live) {
-      if (p_live) wgmma_wait<1>();
-      else wgmma_wait<0>();
-      fence_regs<BN / 2>(s);
-      const bool full = n0 >= lo_max && n0 + BN - 1 <= wm0;
-      float rc[2][2];
+      for (int e = 0; e < 2; ++e)
+        rc[r][e] = 0.5f * p.bias + 0.5f * slope * static_cast<float>(r_m[r] - n0) + cb[e];
 #pragma unroll
-      for (int r = 0; r < 2; ++r)
+    for (int jj = 0; jj < BN / 8; ++jj) {
 #pragma unroll
-        for (int e = 0; e < 2; ++e)
-          rc[r][e] = 0.5f * p.bias + 0.5f * slope * static_cast<float>(r_m[r] - n0) + cb[e];
-#pragma unroll
-      for (int jj = 0; jj < BN / 8; ++jj) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float x = fmaf(s[jj * 4 + e], hs, fmaf(static_cast<float>(jj), col_step, rc[e >> 1][e & 1]));
-          float pv = sigmoid_of_twice(x);
-          if (!full) {
-            const int n = n0 + jj * 8 + 2 * t4 + (e & 1);
-            const int r = e >> 1;
-            if (n < r_lo[r] || n > r_m[r]) pv = 0.f;
-          }
-          s[jj * 4 + e] = pv;
+      for (int e = 0; e < 4; ++e) {
+        const float x = fmaf(sc[jj * 4 + e], hs, fmaf(static_cast<float>(jj), col_step, rc[e >> 1][e & 1]));
+        float pv = sigmoid_of_twice(x);
+        if (!full) {
+          const int n = n0 + jj * 8 + 2 * t4 + (e & 1);
+          const int r = e >> 1;
+          if (n < r_lo[r] || n > r_m[r]) pv = 0.f;
         }
+        sc[jj * 4 + e] = pv;
       }
     }
-    wgmma_wait<0>();
+    wgmma_wait<1>();  // O += P_{j−1} V_{j−1} retired: pf is free
     fence_regs<D / 2>(o);
-    if (s_live) {
 #pragma unroll
-      for (int kk = 0; kk < BN / 16; ++kk) {
-        pf[kk][0] = pack_bf16(s[(2 * kk) * 4 + 0], s[(2 * kk) * 4 + 1]);
-        pf[kk][1] = pack_bf16(s[(2 * kk) * 4 + 2], s[(2 * kk) * 4 + 3]);
-        pf[kk][2] = pack_bf16(s[(2 * kk + 1) * 4 + 0], s[(2 * kk + 1) * 4 + 1]);
-        pf[kk][3] = pack_bf16(s[(2 * kk + 1) * 4 + 2], s[(2 * kk + 1) * 4 + 3]);
-      }
+    for (int kk = 0; kk < BN / 16; ++kk) {
+      pf[kk][0] = pack_bf16(sc[(2 * kk) * 4 + 0], sc[(2 * kk) * 4 + 1]);
+      pf[kk][1] = pack_bf16(sc[(2 * kk) * 4 + 2], sc[(2 * kk) * 4 + 3]);
+      pf[kk][2] = pack_bf16(sc[(2 * kk + 1) * 4 + 0], sc[(2 * kk + 1) * 4 + 1]);
+      pf[kk][3] = pack_bf16(sc[(2 * kk + 1) * 4 + 2], sc[(2 * kk + 1) * 4 + 3]);
     }
-    p_live = s_live;
+    const uint32_t v_addr = smem_u32(sV + (j % STAGES) * BN * D);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk)
+      wgmma_rs_t<D>(o, pf[kk], gmma_desc(v_addr + kk * 2048, BN * 128, 1024), 1);
+    wgmma_commit();
+    wgmma_wait<1>();  // S_{j+1} retired (P_j V_j may still run)
+    fence_regs<BN / 2>(sn);
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) sc[i] = sn[i];
   }
+  wgmma_wait<0>();
+  fence_regs<D / 2>(o);
   cp_async_wait<0>();
 
   if (!wg_on) return;
@@ -1150,22 +1166,22 @@ Params make_params(const SwatArgs& a) {
 #define SWAT_FWD64_BN 64
 #endif
 #ifndef SWAT_FWD128_NWG
-#define SWAT_FWD128_NWG 3
+#define SWAT_FWD128_NWG 2
 #endif
 #ifndef SWAT_FWD128_BN
 #define SWAT_FWD128_BN 64
 #endif
 
-// deepest K/V ring (≤ 4 stages) that fits the 227 KB of shared memory a CTA may use
+// deepest K/V ring (≤ 5 stages) that fits the 227 KB of shared memory a CTA may use
 #ifndef SWAT_FWD64_MINB  // forward CTAs per SM at D 64 (2: registers capped at 128)
 #define SWAT_FWD64_MINB 1
 #endif
 
-// deepest K/V ring (≤ 4 stages) that fits the shared memory of an SM shared by MINB CTAs
+// deepest K/V ring (≤ 5 stages) that fits the shared memory of an SM shared by MINB CTAs
 constexpr int fwd_stages(int D, int NWG, int BN, int MINB) {
   const int left = (MINB == 1 ? 232448 : 233472 / MINB - 1024) - 1024 - 64 * NWG * D * 2;
   const int st = left / (2 * BN * D * 2);
-  return st > 4 ? 4 : st;
+  return st > 5 ? 5 : st;
 }
 
 template <int D>
