@@ -7,6 +7,7 @@
 // Adding an op = adding its cases to all_cases(). Error = max|x − x_ref| / max(1, max|x_ref|).
 #include <gtest/gtest.h>
 
+#include <climits>
 #include <cmath>
 #include <functional>
 #include <string>
@@ -107,6 +108,8 @@ void add_attention_cases(std::vector<OpCase>& cases) {
       {90, 2, 2, 20, 30, {0, 45, 90}, A::neg, 0.0f},       // D 20: not a multiple of 16 (fallback)
       {520, 1, 1, 64, 130, {0, 200, 520}, A::neg, 0.0f},  // H 1: chunked backward with halos
       {400, 8, 8, 64, 96, {}, A::balanced, -0.2f},         // many heads
+      {70, 2, 2, 64, INT32_MAX, {0, 30, 70}, A::neg, 0.0f}, // "infinite" window: no overflow
+      {45, 2, 1, 32, 7, {}, A::pos, 0.1f},                  // D 32 (2-vector column block)
   };
   for (const AttnParams& p : shapes) {
     const std::string n = attn_name(p);

@@ -303,7 +303,7 @@ static float median(std::vector<float> v) {
   return v[v.size() / 2];
 }
 
-static void benchmark(int S, int w, int D, int H, int reps) {
+static void benchmark(const char* card, int S, int w, int D, int H, int reps) {
   Problem P{S, H, H, D, w, {0, S}, make_slopes(2, H), 0.f, 1.f / std::sqrt(static_cast<float>(D))};
   std::vector<float> q, k, v, dout;
   Dev d = make_dev(P, q, k, v, dout);
@@ -330,9 +330,9 @@ static void benchmark(int S, int w, int D, int H, int reps) {
   const double pairs = static_cast<double>(S) * w - static_cast<double>(w) * w / 2;
   const double ffwd = 4 * pairs * D * H;
   const float mf = median(tf), mb = median(tb);
-  printf("{\"S\": %d, \"w\": %d, \"D\": %d, \"H\": %d, \"fwd_ms\": %.4f, \"bwd_ms\": %.4f, "
-         "\"fwd_tflops\": %.1f, \"bwd_tflops\": %.1f, \"fwdbwd_tflops\": %.1f}\n",
-         S, w, D, H, mf, mb, ffwd / (mf * 1e9), 2.5 * ffwd / (mb * 1e9), 3.5 * ffwd / ((mf + mb) * 1e9));
+  printf("{\"card\": \"%s\", \"S\": %d, \"w\": %d, \"D\": %d, \"H\": %d, \"fwd_ms\": %.4f, "
+         "\"bwd_ms\": %.4f, \"fwd_tflops\": %.1f, \"bwd_tflops\": %.1f, \"fwdbwd_tflops\": %.1f}\n",
+         card, S, w, D, H, mf, mb, ffwd / (mf * 1e9), 2.5 * ffwd / (mb * 1e9), 3.5 * ffwd / ((mf + mb) * 1e9));
   fflush(stdout);
   CK(cudaEventDestroy(a));
   CK(cudaEventDestroy(b));
@@ -358,10 +358,10 @@ int main(int argc, char** argv) {
   }
   if (mode == "bench") {
     const int reps = argc > 2 ? atoi(argv[2]) : 20;
-    benchmark(16384, 1024, 64, 16, reps);
-    benchmark(65536, 1024, 64, 16, reps);
-    benchmark(16384, 4096, 128, 8, reps);
-    benchmark(65536, 4096, 128, 8, reps);
+    benchmark(prop.name, 16384, 1024, 64, 16, reps);
+    benchmark(prop.name, 65536, 1024, 64, 16, reps);
+    benchmark(prop.name, 16384, 4096, 128, 8, reps);
+    benchmark(prop.name, 65536, 4096, 128, 8, reps);
     return 0;
   }
   fprintf(stderr, "usage: swat_lab check|small|bench [reps]\n");

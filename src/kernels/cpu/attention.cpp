@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "kernels/cpu/cpu.h"
@@ -31,15 +32,15 @@ namespace longctx::cpu {
 namespace {
 
 constexpr int BQ = 64;  // queries per tile: 4 vectors of 16, the width of gemm_t_tile
-constexpr int BK = 64;  // keys per tile
-static_assert(BQ == 64 && BK % 4 == 0, "micro-kernels assume these tile sizes");
+constexpr int BK = 64;  // keys per tile; = BQ, so key tiles sit on the query tiles' grid
+static_assert(BQ == 64 && BK == BQ, "micro-kernels and the key-tile grid assume these sizes");
 
 int round4(int n) { return (n + 3) & ~3; }
 
 // ---------------------------------------------------------------- tiles
 struct QTile {
-  int q0, q1;  // queries [q0, q1), q1 − q0 ≤ BQ
-  int doc;     // first token of their document
+  int q0, q1;       // queries [q0, q1), q1 − q0 ≤ BQ
+  int doc, doc_end;  // their document [doc, doc_end); q0 − doc is a multiple of BQ
 };
 struct KTile {
   int k0, k1;  // keys [k0, k1), k1 − k0 ≤ BK
@@ -50,22 +51,67 @@ std::vector<QTile> make_query_tiles(const AttnShape& s) {
   std::vector<QTile> tiles;
   for (int d = 0; d < ref::attn_docs(s); d++) {
     int b = ref::doc_begin(s, d), e = ref::doc_begin(s, d + 1);
-    for (int q0 = b; q0 < e; q0 += BQ) tiles.push_back({q0, std::min(q0 + BQ, e), b});
+    for (int q0 = b; q0 < e; q0 += BQ) tiles.push_back({q0, std::min(q0 + BQ, e), b, e});
   }
   return tiles;
 }
 
-// Key tiles meeting the band of queries [q0, q1): from the diagonal backwards to the window's
-// start (clipped at the document start). The first tile holds every query's diagonal key.
+// Key tiles meeting the band of queries [q0, q1): the diagonal tile [q0, q1) (it holds every
+// query's own key), then the grid tiles before it down to the window's start (the last one
+// clipped there, or at the document start). Every key tile lies inside one grid tile.
 template <class Fn>
 void for_each_key_tile(const QTile& qt, int w, Fn fn) {
-  int klo = std::max(qt.doc, qt.q0 - w + 1);
-  for (int kend = qt.q1; kend > klo;) {
-    int kstart = std::max(klo, kend - BK);
-    bool full = qt.q1 - qt.q0 == BQ && kend - 1 <= qt.q0 && kstart > qt.q1 - 1 - w;
-    fn(KTile{kstart, kend, full});
-    kend = kstart;
+  const int klo = std::max(qt.doc, qt.q0 - w + 1);
+  for (int kend = qt.q1, kstart = qt.q0; kend > klo; kend = kstart, kstart -= BK) {
+    const int k0 = std::max(klo, kstart);
+    const bool full = qt.q1 - qt.q0 == BQ && kend - 1 <= qt.q0 && k0 > qt.q1 - 1 - w;
+    fn(KTile{k0, kend, full});
   }
+}
+
+// Contiguous copies of K and V grid tiles of one KV head (rows [n0, n0 + BK) of a document,
+// zero-padded to BK + 4 rows), direct-mapped on n0: consecutive query tiles share all key tiles
+// but one, so each is copied about once per pass instead of once per query tile. Rows of q/k/v
+// sit H·D floats apart, a power of two that maps a strided tile onto a few L1 sets — hence copies.
+struct KVCache {
+  static constexpr int kRows = BK + 4;
+  int slots = 0, D = 0;
+  std::vector<int> tag;  // n0 held by each slot, −1 = empty
+  float *K = nullptr, *V = nullptr;
+  void reset() { std::fill(tag.begin(), tag.end(), -1); }
+  // The copies holding key tile kt of query tile qt (KV head at k, v + g·D, row stride ld): row 0
+  // of the returned pointers is key kt.k0; rows past the document end read zeros.
+  std::pair<const float*, const float*> get(const QTile& qt, const KTile& kt, const float* k,
+                                            const float* v, size_t ld) {
+    const int n0 = qt.doc + (kt.k0 - qt.doc) / BK * BK;
+    const int s = (n0 / BK) % slots;
+    float* Ks = K + (size_t)s * kRows * D;
+    float* Vs = V + (size_t)s * kRows * D;
+    if (tag[s] != n0) {
+      const int n = std::min(BK, qt.doc_end - n0);
+      for (int i = 0; i < n; i++) {
+        std::memcpy(Ks + (size_t)i * D, k + (size_t)(n0 + i) * ld, sizeof(float) * D);
+        std::memcpy(Vs + (size_t)i * D, v + (size_t)(n0 + i) * ld, sizeof(float) * D);
+      }
+      std::memset(Ks + (size_t)n * D, 0, sizeof(float) * D * (kRows - n));
+      std::memset(Vs + (size_t)n * D, 0, sizeof(float) * D * (kRows - n));
+      tag[s] = n0;
+    }
+    return {Ks + (size_t)(kt.k0 - n0) * D, Vs + (size_t)(kt.k0 - n0) * D};
+  }
+};
+// Slots for window w: the tiles one query tile needs plus one, at most 10 (beyond that, e.g. full
+// causal attention, tiles are simply copied again).
+int kv_cache_slots(int w) { return (int)std::min<long>(10, ((long)w + BK - 1) / BK + 2); }
+
+// Work units are (KV head g, chunk of consecutive query tiles): enough of them for every thread
+// to stay busy, few enough that K/V tile copies are reused. Chunk c of n = tiles [b, e).
+int chunks_per_head(int ntiles, int Hkv) {
+  return std::clamp((4 * omp_get_max_threads() + Hkv - 1) / Hkv, 1, std::max(1, ntiles));
+}
+void chunk_range(int ntiles, int nchunks, int c, int& b, int& e) {
+  b = (int)((long)ntiles * c / nchunks);
+  e = (int)((long)ntiles * (c + 1) / nchunks);
 }
 
 // dst (D × BQ) = (src rows i < n, row stride ld)ᵀ, zero columns after
@@ -102,7 +148,11 @@ void gemm_t_block(float* C, const float* A, const float* Bt, int j, int D) {
   const float* a = A + (size_t)j * D;
   for (int d = 0; d < D; d++) {
     v16f b[C1 - C0];
-    for (int c = C0; c < C1; c++) b[c - C0] = load16(Bt + (size_t)d * BQ + 16 * c);
+    for (int c = C0; c < C1; c++) {
+      v16f t = load16(Bt + (size_t)d * BQ + 16 * c);
+      LCX_IN_REGISTER(t);
+      b[c - C0] = t;
+    }
     for (int r = 0; r < 4; r++) {
       v16f ar = splat16(a[(size_t)r * D + d]);
       for (int c = C0; c < C1; c++) acc[r][c - C0] += ar * b[c - C0];
@@ -152,7 +202,11 @@ void gemm_acc_block(float* const* crow, int c0, const float* P, int ldp, const f
       for (int c = 0; c < NV; c++) acc[r][c] = load16(crow[i + r] + c0 + 16 * c);
     for (int j = lo; j < hi; j++) {
       v16f b[NV];
-      for (int c = 0; c < NV; c++) b[c] = load16(B + j * ldb + c0 + 16 * c);
+      for (int c = 0; c < NV; c++) {
+        v16f t = load16(B + j * ldb + c0 + 16 * c);
+        LCX_IN_REGISTER(t);
+        b[c] = t;
+      }
       for (int r = 0; r < 4; r++) {
         v16f pr = splat16(Trans ? P[(size_t)j * ldp + i + r] : P[(size_t)(i + r) * ldp + j]);
         for (int c = 0; c < NV; c++) acc[r][c] += pr * b[c];
@@ -262,9 +316,8 @@ struct Scratch {
   }
 };
 
-// dst (round4(n) × D) = rows i < n of src (row stride ld), zero rows after. Tiles are copied to
-// contiguous scratch because rows of q/k/v sit H·D floats apart, a power of two that maps a
-// whole tile onto a few L1 sets.
+// dst (round4(n) × D) = rows i < n of src (row stride ld), zero rows after (contiguous copy:
+// see KVCache for why).
 void load_rows(float* dst, const float* src, size_t ld, int n, int D) {
   for (int i = 0; i < n; i++) std::memcpy(dst + (size_t)i * D, src + i * ld, sizeof(float) * D);
   std::memset(dst + (size_t)n * D, 0, sizeof(float) * D * (round4(n) - n));
@@ -277,23 +330,31 @@ void attn_forward(float* out, float* lse, const float* q, const float* k, const 
   const int H = s.H, Hkv = s.Hkv, D = s.D, rep = H / Hkv;
   const size_t ldq = (size_t)H * D, ldk = (size_t)Hkv * D;
   const std::vector<QTile> tiles = make_query_tiles(s);
-  const long ntiles = (long)tiles.size(), nunits = ntiles * Hkv;
+  const int ntiles = (int)tiles.size(), nchunks = chunks_per_head(ntiles, Hkv);
+  const long nunits = (long)Hkv * nchunks;
 #pragma omp parallel if (nunits > 1)
   {
-    Scratch sc((size_t)rep * BQ * (2 * D + 2) + (size_t)BK * BQ + 2 * (size_t)BK * D + 64 * 8);
+    KVCache cache;
+    cache.slots = kv_cache_slots(s.window), cache.D = D, cache.tag.resize(cache.slots);
+    Scratch sc((size_t)rep * BQ * (2 * D + 2) + (size_t)BK * BQ +
+               2 * (size_t)cache.slots * KVCache::kRows * D + 64 * 8);
     float* Qt = sc.take((size_t)rep * D * BQ);  // per query head of the group, transposed
     float* Os = sc.take((size_t)rep * BQ * D);
     float* mx = sc.take((size_t)rep * BQ);
     float* l = sc.take((size_t)rep * BQ);
     float* St = sc.take((size_t)BK * BQ);
-    float* Ks = sc.take((size_t)BK * D);
-    float* Vs = sc.take((size_t)BK * D);
+    cache.K = sc.take((size_t)cache.slots * KVCache::kRows * D);
+    cache.V = sc.take((size_t)cache.slots * KVCache::kRows * D);
     std::vector<float*> orow((size_t)rep * BQ);
     for (size_t i = 0; i < orow.size(); i++) orow[i] = Os + i * D;
 #pragma omp for schedule(dynamic)
     for (long u = 0; u < nunits; u++) {
-      const int g = (int)(u / ntiles);
-      const QTile& qt = tiles[u % ntiles];
+      const int g = (int)(u / nchunks);
+      int tb, te;
+      chunk_range(ntiles, nchunks, (int)(u % nchunks), tb, te);
+      cache.reset();
+      for (int ti = tb; ti < te; ti++) {
+      const QTile& qt = tiles[ti];
       const int nq = qt.q1 - qt.q0, rows = round4(nq);
       for (int r = 0; r < rep; r++) {
         load_transposed(Qt + (size_t)r * D * BQ,
@@ -305,8 +366,7 @@ void attn_forward(float* out, float* lse, const float* q, const float* k, const 
       for_each_key_tile(qt, s.window, [&](const KTile& kt) {
         const int nk = kt.k1 - kt.k0;
         const Band band{qt.q0, nq, kt.k0, nk, s.window};
-        load_rows(Ks, k + (size_t)kt.k0 * ldk + (size_t)g * D, ldk, nk, D);
-        load_rows(Vs, v + (size_t)kt.k0 * ldk + (size_t)g * D, ldk, nk, D);
+        const auto [Ks, Vs] = cache.get(qt, kt, k + (size_t)g * D, v + (size_t)g * D, ldk);
         for (int r = 0; r < rep; r++) {
           const float slope = ref::slope_of(s, g * rep + r);
           float* Or = Os + (size_t)r * BQ * D;
@@ -332,6 +392,7 @@ void attn_forward(float* out, float* lse, const float* q, const float* k, const 
           }
         }
       }
+      }
     }
   }
 }
@@ -347,9 +408,7 @@ void attn_backward(float* dq, float* dk, float* dv, const float* dout, const flo
   const std::vector<QTile> tiles = make_query_tiles(s);
   const int ntiles = (int)tiles.size();
   if (ntiles == 0) return;
-  // chunks of consecutive query tiles per KV head: enough units to keep every thread busy
-  const int nthreads = omp_get_max_threads();
-  const int nchunks = std::clamp((4 * nthreads + Hkv - 1) / Hkv, 1, ntiles);
+  const int nchunks = chunks_per_head(ntiles, Hkv);
   const long nunits = (long)Hkv * nchunks;
   struct Halo {
     int lo = 0, hi = 0;  // keys [lo, hi) before the chunk's first query
@@ -359,14 +418,16 @@ void attn_backward(float* dq, float* dk, float* dv, const float* dout, const flo
 
 #pragma omp parallel if (nunits > 1)
   {
-    Scratch sc((size_t)rep * BQ * (5 * D + 2) + 2 * (size_t)BK * BQ + 2 * (size_t)BK * D + D +
-               64 * 12);
+    KVCache cache;
+    cache.slots = kv_cache_slots(s.window), cache.D = D, cache.tag.resize(cache.slots);
+    Scratch sc((size_t)rep * BQ * (5 * D + 2) + 2 * (size_t)BK * BQ +
+               2 * (size_t)cache.slots * KVCache::kRows * D + D + 64 * 12);
     float* Qt = sc.take((size_t)rep * D * BQ);   // per query head of the group, transposed
     float* dOt = sc.take((size_t)rep * D * BQ);
     float* Qs = sc.take((size_t)rep * BQ * D);   // and as rows
     float* dOs = sc.take((size_t)rep * BQ * D);
-    float* Ks = sc.take((size_t)BK * D);
-    float* Vs = sc.take((size_t)BK * D);
+    cache.K = sc.take((size_t)cache.slots * KVCache::kRows * D);
+    cache.V = sc.take((size_t)cache.slots * KVCache::kRows * D);
     float* dQs = sc.take((size_t)rep * BQ * D);
     float* delta = sc.take((size_t)rep * BQ);    // softmax: Δ_m = dO_m·O_m
     float* lses = sc.take((size_t)rep * BQ);     // softmax: lse_m
@@ -379,9 +440,11 @@ void attn_backward(float* dq, float* dk, float* dv, const float* dout, const flo
     float* dvrow[BK];
 #pragma omp for schedule(dynamic)
     for (long u = 0; u < nunits; u++) {
-      const int g = (int)(u / nchunks), ch = (int)(u % nchunks);
-      const int tb = (int)((long)ntiles * ch / nchunks), te = (int)((long)ntiles * (ch + 1) / nchunks);
+      const int g = (int)(u / nchunks);
+      int tb, te;
+      chunk_range(ntiles, nchunks, (int)(u % nchunks), tb, te);
       if (tb == te) continue;
+      cache.reset();
       const int c0 = tiles[tb].q0;
       Halo& halo = halos[u];
       halo.lo = std::max(tiles[tb].doc, c0 - s.window + 1);
@@ -416,8 +479,7 @@ void attn_backward(float* dq, float* dk, float* dv, const float* dout, const flo
         for_each_key_tile(qt, s.window, [&](const KTile& kt) {
           const int nk = kt.k1 - kt.k0;
           const Band band{qt.q0, nq, kt.k0, nk, s.window};
-          load_rows(Ks, k + (size_t)kt.k0 * ldk + (size_t)g * D, ldk, nk, D);
-          load_rows(Vs, v + (size_t)kt.k0 * ldk + (size_t)g * D, ldk, nk, D);
+          const auto [Ks, Vs] = cache.get(qt, kt, k + (size_t)g * D, v + (size_t)g * D, ldk);
           for (int j = 0; j < round4(nk); j++) {
             const int n = kt.k0 + j;
             if (j >= nk) {

@@ -9,6 +9,10 @@
 namespace longctx::cpu {
 
 // matmul.cpp
+// Row-major C (M,N) = alpha·op(A)·op(B) + beta·C on single-threaded OpenBLAS, split over OpenMP
+// threads (op = transpose where trans_*). The only BLAS entry point of the fast ops.
+void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
+           const float* B, int ldb, float beta, float* C, int ldc);
 void matmul_forward(float* out, const float* inp, const float* weight, int T, int C, int OC);
 void matmul_backward(float* dinp, float* dweight, const float* dout, const float* inp,
                      const float* weight, int T, int C, int OC);

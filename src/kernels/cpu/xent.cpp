@@ -4,8 +4,6 @@
 // Per block of tokens (those with a target, gathered): pass 1 runs an online log-sum-exp over
 // vocabulary chunks (logits chunk = one sgemm); pass 2 recomputes each chunk's logits, turns them
 // into g in place and applies the two gradient sgemms. Scratch: O(block · (chunk + C)).
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -59,8 +57,8 @@ void lm_head_xent(float* losses, float* dx, float* dweight, const float* x, cons
     // pass 1: online log-sum-exp over vocabulary chunks
     for (int v0 = 0; v0 < V; v0 += kVocabChunk) {
       int vc = std::min(kVocabChunk, V - v0);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, vc, C, 1.0f, xb.data(), C,
-                  weight + (size_t)v0 * C, C, 0.0f, logits.data(), vc);
+      sgemm(false, true, nb, vc, C, 1.0f, xb.data(), C, weight + (size_t)v0 * C, C, 0.0f,
+            logits.data(), vc);
 #pragma omp parallel for if (nb * vc >= 65536)
       for (int r = 0; r < nb; r++) {
         float* l = logits.data() + (size_t)r * vc;
@@ -89,8 +87,8 @@ void lm_head_xent(float* losses, float* dx, float* dweight, const float* x, cons
     if (dx) std::fill(dxb.begin(), dxb.begin() + (size_t)nb * C, 0.0f);
     for (int v0 = 0; v0 < V; v0 += kVocabChunk) {
       int vc = std::min(kVocabChunk, V - v0);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, vc, C, 1.0f, xb.data(), C,
-                  weight + (size_t)v0 * C, C, 0.0f, logits.data(), vc);
+      sgemm(false, true, nb, vc, C, 1.0f, xb.data(), C, weight + (size_t)v0 * C, C, 0.0f,
+            logits.data(), vc);
 #pragma omp parallel for if (nb * vc >= 65536)
       for (int r = 0; r < nb; r++) {
         float* l = logits.data() + (size_t)r * vc;
@@ -100,11 +98,11 @@ void lm_head_xent(float* losses, float* dx, float* dweight, const float* x, cons
         if (y >= v0 && y < v0 + vc) l[y - v0] -= dloss;
       }
       if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, C, vc, 1.0f, logits.data(), vc,
-                    weight + (size_t)v0 * C, C, 1.0f, dxb.data(), C);
+        sgemm(false, false, nb, C, vc, 1.0f, logits.data(), vc, weight + (size_t)v0 * C, C, 1.0f,
+              dxb.data(), C);
       if (dweight)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, vc, C, nb, 1.0f, logits.data(), vc,
-                    xb.data(), C, 1.0f, dweight + (size_t)v0 * C, C);
+        sgemm(true, false, vc, C, nb, 1.0f, logits.data(), vc, xb.data(), C, 1.0f,
+              dweight + (size_t)v0 * C, C);
     }
     if (dx)
       for (int r = 0; r < nb; r++) {

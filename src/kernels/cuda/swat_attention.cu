@@ -1,16 +1,22 @@
-// Fused SWAT attention forward and backward (see swat_attention.cuh for the math and layouts).
+// Fused SWAT attention forward and backward on Hopper (see swat_attention.cuh for the math and
+// layouts; bench/cuda/NOTES.md for the measurements behind every choice here).
 //
-// Version 1 (this file): FA2-style kernels on mma.sync.m16n8k16 (bf16 in, fp32 accumulate),
-// cp.async double-buffered tiles in XOR-swizzled shared memory, ldmatrix fragments.
-//   forward : one CTA per (128 query rows, query head); 8 warps × 16 rows; key tiles of 64.
-//             p = σ(z) = 0.5 + 0.5·tanh(z/2): one MUFU op (tanh.approx.f32) per pair.
-//   backward: one CTA per (128 keys, KV head), 8 warps × 16 keys; loops over the query heads of
-//             the GQA group and the query tiles (64 rows) of the band: Sᵀ = K Qᵀ, dPᵀ = V dOᵀ,
-//             dV += Pᵀ dO, dK += dZᵀ Q in registers; dQ += dZ K through shared memory and
-//             fp32 atomics into a workspace, converted to bf16 by a last small kernel.
+// Both kernels use wgmma (sm_90a) with operands in 128-byte-swizzled shared memory, filled by
+// cp.async rings, and one __syncthreads per tile (no producer warps, no TMA yet).
+//   forward : one CTA per (64·NWG query rows, query head); warpgroup wg owns 64 rows. Per key
+//             tile of BN keys: S = Q Kᵀ (wgmma SS), p = σ(z) = 0.5 + 0.5·tanh(z/2) (one MUFU
+//             op, tanh.approx.f32) in registers, O += P V (wgmma RS, P as bf16 A fragments).
+//             No running max, no rescaling. Two schedules: A (S_j issued with P_{j−1}V_{j−1})
+//             and B (S_{j+1} issued before σ(S_j)); B is faster at D 128, A at D 64.
+//   backward: one CTA per (128 keys, KV head); warpgroup wg owns 64 keys and keeps dK, dV in
+//             registers over the query heads of the GQA group and the query tiles (64 rows) of
+//             the band: Sᵀ = K Qᵀ, dPᵀ = V dOᵀ (SS), Pᵀ and dZᵀ = Pᵀ(1−Pᵀ)dPᵀ in registers,
+//             dV += Pᵀ dO, dK += dZᵀ Q (RS), dZᵀ → shared memory, dQ = dZ K (SS, A M-major)
+//             → fp32 atomics (red.global.add.v2.f32) into a workspace; a last kernel converts it.
 // Masking: with lo(m) = max(m−w+1, doc_start(m)), pair (m,n) is live iff lo(m) ≤ n ≤ m;
 // equivalently with hi(n) = min(n+w−1, doc_end(n)−1): n ≤ m ≤ hi(n). Both are monotone, so a
 // tile's live range is known from its corners, and tiles fully inside the band skip the mask.
+// m−n enters as (tile offset) + (local offsets), so z stays exact in fp32 at any position.
 #include "swat_attention.cuh"
 
 #include <cstdint>
@@ -38,28 +44,6 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
-__device__ __forceinline__ void ldsm_x4(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3,
-                                        uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-               : "r"(addr));
-}
-__device__ __forceinline__ void ldsm_x4_t(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3,
-                                          uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-               : "r"(addr));
-}
-
-// c (16×8 fp32) += a (16×16 bf16, row) · b (16×8 bf16, col)
-__device__ __forceinline__ void mma16816(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 __device__ __forceinline__ float tanh_approx(float x) {
   float y;
   asm("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
@@ -75,15 +59,6 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   return *reinterpret_cast<uint32_t*>(&v);
 }
 
-
-// Element offset of (row, 16-byte chunk) in a tile with CHUNKS chunks per row; the chunk index is
-// XORed with row bits so that 8 rows read at one chunk hit 8 different 16-byte bank groups.
-template <int CHUNKS>
-__device__ __forceinline__ int swz(int row, int chunk) {
-  static_assert(CHUNKS == 4 || CHUNKS % 8 == 0, "tile rows of 64 bytes or a multiple of 128");
-  if constexpr (CHUNKS == 4) return row * 32 + ((chunk ^ ((row >> 1) & 3)) << 3);
-  else return row * CHUNKS * 8 + ((chunk ^ (row & 7)) << 3);
-}
 
 // Document [start, end) holding token t: largest i with cu[i] ≤ t.
 __device__ __forceinline__ void doc_of(const int* cu, int n_docs, int t, int& start, int& end) {
@@ -109,26 +84,14 @@ __device__ __forceinline__ int query_hi(const int* cu, int n_docs, int n, int w)
   return min(n + w - 1, e - 1);
 }
 
-// Copy `rows` rows of D bf16 (global row stride `ld` elements) starting at global row r0 into a
-// swizzled tile; rows ≥ T are zero-filled.
-template <int D, int ROWS, int NTHREADS>
-__device__ __forceinline__ void load_tile(__nv_bfloat16* tile, const __nv_bfloat16* base, int r0,
-                                          int T, long ld) {
-  constexpr int CH = D / 8;
-  const uint32_t s = smem_u32(tile);
-#pragma unroll
-  for (int i = threadIdx.x; i < ROWS * CH; i += NTHREADS) {
-    const int r = i / CH, c = i % CH;
-    const int gr = r0 + r;
-    const bool ok = gr < T;
-    const __nv_bfloat16* src = base + (ok ? static_cast<long>(gr) * ld + c * 8 : 0);
-    cp_async16(s + 2 * swz<CH>(r, c), src, ok ? 16 : 0);
-  }
-}
-
-
 // ---------------------------------------------------------------------------------------------
-// Hopper warpgroup MMA (wgmma) helpers. Shared-memory operands use the 128-byte swizzle: a tile
+// Hopper warpgroup MMA (wgmma) helpers. wgmma exists only in the sm_90a target; nvcc 13.0's
+// `-arch=sm_90a` also runs a plain sm_90 device pass, in which these helpers compile to a trap
+// (that code is never selected on an H100/H200, which runs the sm_90a machine code).
+#if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define SWAT_NO_WGMMA 1
+#endif
+// Shared-memory operands use the 128-byte swizzle: a tile
 // of R rows × D columns is stored as D/64 column blocks [R][64]; 16-byte chunk c of row r sits
 // at chunk c ^ (r & 7) of its 128-byte row (the hardware's Swizzle<3,4,3>; blocks 1024-aligned).
 
@@ -158,13 +121,27 @@ __device__ __forceinline__ uint64_t gmma_desc(uint32_t saddr, uint32_t lbo, uint
          (static_cast<uint64_t>((lbo >> 4) & 0x3FFF) << 16) |
          (static_cast<uint64_t>((sbo >> 4) & 0x3FFF) << 32) | (1ull << 62);
 }
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_fence() {
+#ifndef SWAT_NO_WGMMA
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#else
+  __trap();
+#endif
+}
 __device__ __forceinline__ void wgmma_commit() {
+#ifndef SWAT_NO_WGMMA
   asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#else
+  __trap();
+#endif
 }
 template <int N>
 __device__ __forceinline__ void wgmma_wait() {
+#ifndef SWAT_NO_WGMMA
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+#else
+  __trap();
+#endif
 }
 __device__ __forceinline__ void fence_proxy_async() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
@@ -179,65 +156,93 @@ __device__ __forceinline__ void fence_regs(float* r) {
 // ---- wgmma wrappers, generated (operand order as in the PTX ISA) ----
 // d (64×64 fp32) (+)= A (64×16, smem) · B (16×64, smem)
 __device__ __forceinline__ void wgmma_ss_n64_t00(float* d, uint64_t da, uint64_t db, int accumulate) {
+#ifndef SWAT_NO_WGMMA
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
       : "l"(da), "l"(db), "r"(accumulate));
+#else
+  __trap();
+#endif
 }
 
 // d (64×128 fp32) (+)= A (64×16, smem) · B (16×128, smem)
 __device__ __forceinline__ void wgmma_ss_n128_t00(float* d, uint64_t da, uint64_t db, int accumulate) {
+#ifndef SWAT_NO_WGMMA
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
       : "l"(da), "l"(db), "r"(accumulate));
+#else
+  __trap();
+#endif
 }
 
 // d (64×32 fp32) (+)= A (64×16 bf16, registers) · B (16×32, smem, N-major)
 __device__ __forceinline__ void wgmma_rs_n32_t1(float* d, const uint32_t* a, uint64_t db, int accumulate) {
+#ifndef SWAT_NO_WGMMA
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%16, %17, %18, %19}, %20, p, 1, 1, 1;\n}\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(accumulate));
+#else
+  __trap();
+#endif
 }
 
 // d (64×64 fp32) (+)= A (64×16 bf16, registers) · B (16×64, smem, N-major)
 __device__ __forceinline__ void wgmma_rs_n64_t1(float* d, const uint32_t* a, uint64_t db, int accumulate) {
+#ifndef SWAT_NO_WGMMA
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(accumulate));
+#else
+  __trap();
+#endif
 }
 
 // d (64×128 fp32) (+)= A (64×16 bf16, registers) · B (16×128, smem, N-major)
 __device__ __forceinline__ void wgmma_rs_n128_t1(float* d, const uint32_t* a, uint64_t db, int accumulate) {
+#ifndef SWAT_NO_WGMMA
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(accumulate));
+#else
+  __trap();
+#endif
 }
 
 // d (64×32 fp32) (+)= A (64×16, smem, M-major) · B (16×32, smem, N-major)
 __device__ __forceinline__ void wgmma_ss_n32_t11(float* d, uint64_t da, uint64_t db, int accumulate) {
+#ifndef SWAT_NO_WGMMA
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, 1, 1;\n}\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
       : "l"(da), "l"(db), "r"(accumulate));
+#else
+  __trap();
+#endif
 }
 
 // d (64×64 fp32) (+)= A (64×16, smem, M-major) · B (16×64, smem, N-major)
 __device__ __forceinline__ void wgmma_ss_n64_t11(float* d, uint64_t da, uint64_t db, int accumulate) {
+#ifndef SWAT_NO_WGMMA
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 1, 1;\n}\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
       : "l"(da), "l"(db), "r"(accumulate));
+#else
+  __trap();
+#endif
 }
 
 template <int N>
@@ -271,160 +276,6 @@ struct Params {
 // ---------------------------------------------------------------------------------------------
 // forward
 
-constexpr int kFwdWarps = 8;
-constexpr int kFwdBM = 16 * kFwdWarps;  // query rows per CTA
-constexpr int kFwdBN = 64;              // keys per tile
-
-template <int D>
-constexpr int fwd_smem_bytes() {
-  return (kFwdBM * D + 4 * kFwdBN * D) * 2;
-}
-
-template <int D>
-__global__ void __launch_bounds__(kFwdWarps * 32) swat_fwd_v1(Params p) {
-  constexpr int BM = kFwdBM, BN = kFwdBN, CH = D / 8, NT = kFwdWarps * 32;
-  extern __shared__ __align__(128) unsigned char smem_raw[];
-  __nv_bfloat16* sQ = reinterpret_cast<__nv_bfloat16*>(smem_raw);
-  __nv_bfloat16* sK = sQ + BM * D;  // [2][BN*D]
-  __nv_bfloat16* sV = sK + 2 * BN * D;
-
-  const int T = p.T, w = p.w, H = p.H;
-  const int h = blockIdx.y, hk = h / (H / p.Hkv);
-  const int m0 = blockIdx.x * BM;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
-  const long ldq = static_cast<long>(H) * D, ldk = static_cast<long>(p.Hkv) * D;
-  const __nv_bfloat16* qb = p.q + static_cast<long>(h) * D;
-  const __nv_bfloat16* kb = p.k + static_cast<long>(hk) * D;
-  const __nv_bfloat16* vb = p.v + static_cast<long>(hk) * D;
-
-  // key range of the CTA
-  const int m_last = min(m0 + BM, T) - 1;
-  const int n_first = (key_lo(p.cu, p.n_docs, m0, w) / BN) * BN;
-  const int n_tiles = (m_last - n_first) / BN + 1;
-
-  // this warp's rows and the rows of this thread (g and g+8)
-  const int wm0 = m0 + warp * 16;
-  const bool warp_on = wm0 < T;
-  const int wm_last = min(wm0 + 15, T - 1);
-  int lo_min = 0, lo_max = 0, r_lo[2] = {0, 0}, r_m[2];
-  r_m[0] = wm0 + g;
-  r_m[1] = wm0 + g + 8;
-  if (warp_on) {
-    lo_min = key_lo(p.cu, p.n_docs, wm0, w);
-    lo_max = key_lo(p.cu, p.n_docs, wm_last, w);
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-      r_lo[i] = r_m[i] < T ? key_lo(p.cu, p.n_docs, r_m[i], w) : r_m[i] + 1;  // empty row
-  }
-  const float slope = p.slopes[h];
-  const float hs = 0.5f * p.scale;  // everything is halved: σ(z) = 0.5 + 0.5·tanh(z/2)
-  float cn[BN / 8][2];              // −s/2 · column offset inside the tile
-#pragma unroll
-  for (int j = 0; j < BN / 8; ++j)
-#pragma unroll
-    for (int e = 0; e < 2; ++e) cn[j][e] = -0.5f * slope * static_cast<float>(j * 8 + 2 * t4 + e);
-
-  load_tile<D, BM, NT>(sQ, qb, m0, T, ldq);
-  load_tile<D, BN, NT>(sK, kb, n_first, T, ldk);
-  load_tile<D, BN, NT>(sV, vb, n_first, T, ldk);
-  cp_async_commit();
-
-  float o[D / 8][4];
-#pragma unroll
-  for (int j = 0; j < D / 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
-  uint32_t qa[D / 16][4];
-
-  for (int it = 0; it < n_tiles; ++it) {
-    const int n0 = n_first + it * BN;
-    cp_async_wait<0>();
-    __syncthreads();
-    if (it == 0) {
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        const int i = lane >> 3;
-        const int row = warp * 16 + (i & 1) * 8 + (lane & 7);
-        ldsm_x4(qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3],
-                smem_u32(sQ + swz<CH>(row, kk * 2 + (i >> 1))));
-      }
-    }
-    if (it + 1 < n_tiles) {
-      const int nb = (it + 1) & 1;
-      load_tile<D, BN, NT>(sK + nb * BN * D, kb, n0 + BN, T, ldk);
-      load_tile<D, BN, NT>(sV + nb * BN * D, vb, n0 + BN, T, ldk);
-    }
-    cp_async_commit();
-    const bool live = warp_on && n0 <= wm_last && n0 + BN - 1 >= lo_min;
-    if (!live) continue;
-    const bool full = n0 >= lo_max && n0 + BN - 1 <= wm0;
-    const __nv_bfloat16* cK = sK + (it & 1) * BN * D;
-    const __nv_bfloat16* cV = sV + (it & 1) * BN * D;
-
-    float s[BN / 8][4];
-#pragma unroll
-    for (int j = 0; j < BN / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-#pragma unroll
-      for (int j = 0; j < BN / 8; j += 2) {
-        const int i = lane >> 3;
-        const int row = j * 8 + (i >> 1) * 8 + (lane & 7);
-        uint32_t b0, b1, b2, b3;
-        ldsm_x4(b0, b1, b2, b3, smem_u32(cK + swz<CH>(row, kk * 2 + (i & 1))));
-        mma16816(s[j], qa[kk], b0, b1);
-        mma16816(s[j + 1], qa[kk], b2, b3);
-      }
-    }
-    // p = σ(z), z = s·scale + slope·(m−n) + b; (m−n) = (m0−n0) + local offsets, exact in fp32
-    float rb[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r)
-      rb[r] = 0.5f * p.bias + 0.5f * slope * static_cast<float>(r_m[r] - n0);
-    uint32_t pa[BN / 16][4];
-#pragma unroll
-    for (int j = 0; j < BN / 8; ++j) {
-      float pv[4];
-#pragma unroll
-      for (int e = 0; e < 4; ++e) pv[e] = sigmoid_of_twice(fmaf(s[j][e], hs, rb[e >> 1] + cn[j][e & 1]));
-      if (!full) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int n = n0 + j * 8 + 2 * t4 + (e & 1);
-          const int r = e >> 1;
-          if (n < r_lo[r] || n > r_m[r]) pv[e] = 0.f;
-        }
-      }
-      pa[j >> 1][(j & 1) * 2 + 0] = pack_bf16(pv[0], pv[1]);
-      pa[j >> 1][(j & 1) * 2 + 1] = pack_bf16(pv[2], pv[3]);
-    }
-    // o += P V
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) {
-#pragma unroll
-      for (int j = 0; j < D / 8; j += 2) {
-        const int i = lane >> 3;
-        const int row = kk * 16 + (i & 1) * 8 + (lane & 7);
-        uint32_t b0, b1, b2, b3;
-        ldsm_x4_t(b0, b1, b2, b3, smem_u32(cV + swz<CH>(row, j + (i >> 1))));
-        mma16816(o[j], pa[kk], b0, b1);
-        mma16816(o[j + 1], pa[kk], b2, b3);
-      }
-    }
-  }
-  cp_async_wait<0>();
-
-  if (!warp_on) return;
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int m = r_m[r];
-    if (m >= T) continue;
-    __nv_bfloat16* dst = p.out + static_cast<long>(m) * ldq + static_cast<long>(h) * D;
-#pragma unroll
-    for (int j = 0; j < D / 8; ++j)
-      *reinterpret_cast<__nv_bfloat162*>(dst + j * 8 + 2 * t4) =
-          __floats2bfloat162_rn(o[j][2 * r], o[j][2 * r + 1]);
-  }
-}
-
 // Version 2 forward: wgmma. One CTA per (64·NWG query rows, query head); warpgroup wg owns 64
 // rows. Per key tile j (BN keys): S_j = Q K_jᵀ (wgmma, both operands in shared memory), then
 // P_j = σ(S_j) in registers while O += P_{j−1} V_{j−1} (wgmma, P from registers) runs on the
@@ -447,11 +298,11 @@ __device__ __forceinline__ void cp_async_wait_dyn(int n) {
   }
 }
 
-template <int D, int NWG, int BN, int STAGES, int MINB>
+template <int D, int NWG, int BN, int STAGES, int MINB, bool OVERLAP>
 __global__ void __launch_bounds__(128 * NWG, MINB) swat_fwd_v2(Params p) {
   using C = FwdV2<D, NWG, BN, STAGES>;
   constexpr int BM = C::BM, NT = C::NT;
-  static_assert(STAGES >= 4, "prefetch distance STAGES-3 ≥ 1");
+  static_assert(STAGES >= (OVERLAP ? 4 : 3), "prefetch distance ≥ 1");
   extern __shared__ unsigned char smem_raw[];
   unsigned char* base = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
   __nv_bfloat16* sQ = reinterpret_cast<__nv_bfloat16*>(base);
@@ -493,114 +344,210 @@ __global__ void __launch_bounds__(128 * NWG, MINB) swat_fwd_v2(Params p) {
 #pragma unroll
   for (int e = 0; e < 2; ++e) cb[e] = -0.5f * slope * static_cast<float>(2 * t4 + e);
 
-  // cp.async groups: {Q, tile 0}, tile 1, …, tile DIST; then one group per iteration
-  constexpr int DIST = STAGES - 3;
-  load_tile128<D, BM, NT>(sQ, qb, m0, T, ldq);
-  load_tile128<D, BN, NT>(sK, kb, n_first, T, ldk);
-  load_tile128<D, BN, NT>(sV, vb, n_first, T, ldk);
-  cp_async_commit();
-#pragma unroll
-  for (int st = 1; st <= DIST; ++st) {
-    if (st < n_tiles) {
-      load_tile128<D, BN, NT>(sK + st * BN * D, kb, n_first + st * BN, T, ldk);
-      load_tile128<D, BN, NT>(sV + st * BN * D, vb, n_first + st * BN, T, ldk);
-    }
-    cp_async_commit();
-  }
-
-  const uint32_t q_addr = smem_u32(sQ) + wg * 64 * 128;
-  float sn[BN / 2];  // accumulator of S_{j+1}
   float o[D / 2];
 #pragma unroll
   for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
-  uint32_t pf[BN / 16][4];  // P_j as bf16 A fragments
-
-  auto issue_s = [&](float* sd, int j) {
-    const uint32_t k_addr = smem_u32(sK + (j % STAGES) * BN * D);
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
-      wgmma_ss<BN>(sd, gmma_desc(q_addr + (kk >> 2) * BM * 128 + (kk & 3) * 32, 16, 1024),
-                   gmma_desc(k_addr + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024), kk > 0);
-  };
-
-  cp_async_wait<DIST>();
-  fence_proxy_async();
-  __syncthreads();
-  issue_s(sn, 0);
-  wgmma_commit();
-  wgmma_wait<0>();
-  fence_regs<BN / 2>(sn);
-
-  // Iteration j: S_{j+1} = Q K_{j+1}ᵀ is issued first (into sn), then σ(S_j) runs on the MUFU
-  // while the tensor cores work on S_{j+1} and the tail of O += P_{j−1} V_{j−1}; then P_j is
-  // packed to bf16 A fragments and O += P_j V_j is issued. S_j is read from a plain copy (sc)
-  // and pf is written only after the wait that retires the P·V reading it, so ptxas can keep
-  // the wgmma pipeline asynchronous. Every tile of the CTA's range is computed by every
-  // warpgroup (the mask zeroes dead pairs): the wgmma groups are the same on every path.
-  // The ring slot refilled at iteration j held tile j−2, whose P·V every warpgroup waited for.
-  float sc[BN / 2];
-#pragma unroll
-  for (int i = 0; i < BN / 2; ++i) sc[i] = sn[i];
-  for (int j = 0; j < n_tiles; ++j) {
-    cp_async_wait<DIST - 1>();  // tile j+1 landed
-    fence_proxy_async();
-    __syncthreads();
-    {
-      const int jn = j + 1 + DIST;
-      if (jn < n_tiles) {
-        const int b = jn % STAGES;
-        load_tile128<D, BN, NT>(sK + b * BN * D, kb, n_first + jn * BN, T, ldk);
-        load_tile128<D, BN, NT>(sV + b * BN * D, vb, n_first + jn * BN, T, ldk);
+  if constexpr (!OVERLAP) {
+    // schedule A (version 2): S_j and P_{j−1}V_{j−1} issued together; σ(S_j) overlaps P_{j−1}V_{j−1}
+    load_tile128<D, BM, NT>(sQ, qb, m0, T, ldq);
+    load_tile128<D, BN, NT>(sK, kb, n_first, T, ldk);
+    load_tile128<D, BN, NT>(sV, vb, n_first, T, ldk);
+    cp_async_commit();
+  #pragma unroll
+    for (int st = 1; st < STAGES - 2; ++st) {
+      if (st < n_tiles) {
+        load_tile128<D, BN, NT>(sK + st * BN * D, kb, n_first + st * BN, T, ldk);
+        load_tile128<D, BN, NT>(sV + st * BN * D, vb, n_first + st * BN, T, ldk);
       }
       cp_async_commit();
     }
-    if (j + 1 < n_tiles) issue_s(sn, j + 1);
-    wgmma_commit();
-    const int n0 = n_first + j * BN;
-    const bool full = n0 >= lo_max && n0 + BN - 1 <= wm0;
-    float rc[2][2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r)
-#pragma unroll
-      for (int e = 0; e < 2; ++e)
-        rc[r][e] = 0.5f * p.bias + 0.5f * slope * static_cast<float>(r_m[r] - n0) + cb[e];
-#pragma unroll
-    for (int jj = 0; jj < BN / 8; ++jj) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float x = fmaf(sc[jj * 4 + e], hs, fmaf(static_cast<float>(jj), col_step, rc[e >> 1][e & 1]));
-        float pv = sigmoid_of_twice(x);
-        if (!full) {
-          const int n = n0 + jj * 8 + 2 * t4 + (e & 1);
-          const int r = e >> 1;
-          if (n < r_lo[r] || n > r_m[r]) pv = 0.f;
+
+    const uint32_t q_addr = smem_u32(sQ) + wg * 64 * 128;
+    float s[BN / 2];
+    uint32_t pf[BN / 16][4];
+    bool p_live = false;
+
+    for (int j = 0; j <= n_tiles; ++j) {
+      // tile j has landed once at most STAGES−3 younger groups are pending
+      cp_async_wait_dyn<STAGES - 3>(min(STAGES - 3, max(n_tiles - 1 - j, 0)));
+      fence_proxy_async();
+      __syncthreads();
+      {
+        const int jn = j + STAGES - 2;
+        if (jn < n_tiles) {
+          const int b = jn % STAGES;
+          load_tile128<D, BN, NT>(sK + b * BN * D, kb, n_first + jn * BN, T, ldk);
+          load_tile128<D, BN, NT>(sV + b * BN * D, vb, n_first + jn * BN, T, ldk);
         }
-        sc[jj * 4 + e] = pv;
+        cp_async_commit();
       }
+      const int n0 = n_first + j * BN;
+      const bool s_live = wg_on && j < n_tiles && n0 <= wm_last && n0 + BN - 1 >= lo_min;
+      if (s_live || p_live) wgmma_fence();
+      if (s_live) {
+        const uint32_t k_addr = smem_u32(sK + (j % STAGES) * BN * D);
+  #pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk)
+          wgmma_ss<BN>(s, gmma_desc(q_addr + (kk >> 2) * BM * 128 + (kk & 3) * 32, 16, 1024),
+                       gmma_desc(k_addr + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024), kk > 0);
+        wgmma_commit();
+      }
+      if (p_live) {
+        const uint32_t v_addr = smem_u32(sV + ((j + STAGES - 1) % STAGES) * BN * D);
+  #pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk)
+          wgmma_rs_t<D>(o, pf[kk], gmma_desc(v_addr + kk * 2048, BN * 128, 1024), 1);
+        wgmma_commit();
+      }
+      if (s_live) {
+        if (p_live) wgmma_wait<1>();
+        else wgmma_wait<0>();
+        fence_regs<BN / 2>(s);
+        const bool full = n0 >= lo_max && n0 + BN - 1 <= wm0;
+        float rc[2][2];
+  #pragma unroll
+        for (int r = 0; r < 2; ++r)
+  #pragma unroll
+          for (int e = 0; e < 2; ++e)
+            rc[r][e] = 0.5f * p.bias + 0.5f * slope * static_cast<float>(r_m[r] - n0) + cb[e];
+  #pragma unroll
+        for (int jj = 0; jj < BN / 8; ++jj) {
+  #pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const float x = fmaf(s[jj * 4 + e], hs, fmaf(static_cast<float>(jj), col_step, rc[e >> 1][e & 1]));
+            float pv = sigmoid_of_twice(x);
+            if (!full) {
+              const int n = n0 + jj * 8 + 2 * t4 + (e & 1);
+              const int r = e >> 1;
+              if (n < r_lo[r] || n > r_m[r]) pv = 0.f;
+            }
+            s[jj * 4 + e] = pv;
+          }
+        }
+      }
+      wgmma_wait<0>();
+      fence_regs<D / 2>(o);
+      if (s_live) {
+  #pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) {
+          pf[kk][0] = pack_bf16(s[(2 * kk) * 4 + 0], s[(2 * kk) * 4 + 1]);
+          pf[kk][1] = pack_bf16(s[(2 * kk) * 4 + 2], s[(2 * kk) * 4 + 3]);
+          pf[kk][2] = pack_bf16(s[(2 * kk + 1) * 4 + 0], s[(2 * kk + 1) * 4 + 1]);
+          pf[kk][3] = pack_bf16(s[(2 * kk + 1) * 4 + 2], s[(2 * kk + 1) * 4 + 3]);
+        }
+      }
+      p_live = s_live;
     }
-    wgmma_wait<1>();  // O += P_{j−1} V_{j−1} retired: pf is free
-    fence_regs<D / 2>(o);
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) {
-      pf[kk][0] = pack_bf16(sc[(2 * kk) * 4 + 0], sc[(2 * kk) * 4 + 1]);
-      pf[kk][1] = pack_bf16(sc[(2 * kk) * 4 + 2], sc[(2 * kk) * 4 + 3]);
-      pf[kk][2] = pack_bf16(sc[(2 * kk + 1) * 4 + 0], sc[(2 * kk + 1) * 4 + 1]);
-      pf[kk][3] = pack_bf16(sc[(2 * kk + 1) * 4 + 2], sc[(2 * kk + 1) * 4 + 3]);
+
+  } else {
+    // schedule B (version 3): S_{j+1} issued before σ(S_j)
+    // cp.async groups: {Q, tile 0}, tile 1, …, tile DIST; then one group per iteration
+    constexpr int DIST = STAGES - 3;
+    load_tile128<D, BM, NT>(sQ, qb, m0, T, ldq);
+    load_tile128<D, BN, NT>(sK, kb, n_first, T, ldk);
+    load_tile128<D, BN, NT>(sV, vb, n_first, T, ldk);
+    cp_async_commit();
+  #pragma unroll
+    for (int st = 1; st <= DIST; ++st) {
+      if (st < n_tiles) {
+        load_tile128<D, BN, NT>(sK + st * BN * D, kb, n_first + st * BN, T, ldk);
+        load_tile128<D, BN, NT>(sV + st * BN * D, vb, n_first + st * BN, T, ldk);
+      }
+      cp_async_commit();
     }
-    const uint32_t v_addr = smem_u32(sV + (j % STAGES) * BN * D);
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk)
-      wgmma_rs_t<D>(o, pf[kk], gmma_desc(v_addr + kk * 2048, BN * 128, 1024), 1);
+
+    const uint32_t q_addr = smem_u32(sQ) + wg * 64 * 128;
+    float sn[BN / 2];  // accumulator of S_{j+1}
+    uint32_t pf[BN / 16][4];  // P_j as bf16 A fragments
+
+    auto issue_s = [&](float* sd, int j) {
+      const uint32_t k_addr = smem_u32(sK + (j % STAGES) * BN * D);
+      wgmma_fence();
+  #pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk)
+        wgmma_ss<BN>(sd, gmma_desc(q_addr + (kk >> 2) * BM * 128 + (kk & 3) * 32, 16, 1024),
+                     gmma_desc(k_addr + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024), kk > 0);
+    };
+
+    cp_async_wait<DIST>();
+    fence_proxy_async();
+    __syncthreads();
+    issue_s(sn, 0);
     wgmma_commit();
-    wgmma_wait<1>();  // S_{j+1} retired (P_j V_j may still run)
+    wgmma_wait<0>();
     fence_regs<BN / 2>(sn);
-#pragma unroll
+
+    // Iteration j: S_{j+1} = Q K_{j+1}ᵀ is issued first (into sn), then σ(S_j) runs on the MUFU
+    // while the tensor cores work on S_{j+1} and the tail of O += P_{j−1} V_{j−1}; then P_j is
+    // packed to bf16 A fragments and O += P_j V_j is issued. S_j is read from a plain copy (sc)
+    // and pf is written only after the wait that retires the P·V reading it, so ptxas can keep
+    // the wgmma pipeline asynchronous. Every tile of the CTA's range is computed by every
+    // warpgroup (the mask zeroes dead pairs): the wgmma groups are the same on every path.
+    // The ring slot refilled at iteration j held tile j−2, whose P·V every warpgroup waited for.
+    float sc[BN / 2];
+  #pragma unroll
     for (int i = 0; i < BN / 2; ++i) sc[i] = sn[i];
+    for (int j = 0; j < n_tiles; ++j) {
+      cp_async_wait<DIST - 1>();  // tile j+1 landed
+      fence_proxy_async();
+      __syncthreads();
+      {
+        const int jn = j + 1 + DIST;
+        if (jn < n_tiles) {
+          const int b = jn % STAGES;
+          load_tile128<D, BN, NT>(sK + b * BN * D, kb, n_first + jn * BN, T, ldk);
+          load_tile128<D, BN, NT>(sV + b * BN * D, vb, n_first + jn * BN, T, ldk);
+        }
+        cp_async_commit();
+      }
+      if (j + 1 < n_tiles) issue_s(sn, j + 1);
+      wgmma_commit();
+      const int n0 = n_first + j * BN;
+      const bool full = n0 >= lo_max && n0 + BN - 1 <= wm0;
+      float rc[2][2];
+  #pragma unroll
+      for (int r = 0; r < 2; ++r)
+  #pragma unroll
+        for (int e = 0; e < 2; ++e)
+          rc[r][e] = 0.5f * p.bias + 0.5f * slope * static_cast<float>(r_m[r] - n0) + cb[e];
+  #pragma unroll
+      for (int jj = 0; jj < BN / 8; ++jj) {
+  #pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float x = fmaf(sc[jj * 4 + e], hs, fmaf(static_cast<float>(jj), col_step, rc[e >> 1][e & 1]));
+          float pv = sigmoid_of_twice(x);
+          if (!full) {
+            const int n = n0 + jj * 8 + 2 * t4 + (e & 1);
+            const int r = e >> 1;
+            if (n < r_lo[r] || n > r_m[r]) pv = 0.f;
+          }
+          sc[jj * 4 + e] = pv;
+        }
+      }
+      wgmma_wait<1>();  // O += P_{j−1} V_{j−1} retired: pf is free
+      fence_regs<D / 2>(o);
+  #pragma unroll
+      for (int kk = 0; kk < BN / 16; ++kk) {
+        pf[kk][0] = pack_bf16(sc[(2 * kk) * 4 + 0], sc[(2 * kk) * 4 + 1]);
+        pf[kk][1] = pack_bf16(sc[(2 * kk) * 4 + 2], sc[(2 * kk) * 4 + 3]);
+        pf[kk][2] = pack_bf16(sc[(2 * kk + 1) * 4 + 0], sc[(2 * kk + 1) * 4 + 1]);
+        pf[kk][3] = pack_bf16(sc[(2 * kk + 1) * 4 + 2], sc[(2 * kk + 1) * 4 + 3]);
+      }
+      const uint32_t v_addr = smem_u32(sV + (j % STAGES) * BN * D);
+      wgmma_fence();
+  #pragma unroll
+      for (int kk = 0; kk < BN / 16; ++kk)
+        wgmma_rs_t<D>(o, pf[kk], gmma_desc(v_addr + kk * 2048, BN * 128, 1024), 1);
+      wgmma_commit();
+      wgmma_wait<1>();  // S_{j+1} retired (P_j V_j may still run)
+      fence_regs<BN / 2>(sn);
+  #pragma unroll
+      for (int i = 0; i < BN / 2; ++i) sc[i] = sn[i];
+    }
+    wgmma_wait<0>();
+    fence_regs<D / 2>(o);
+
   }
-  wgmma_wait<0>();
-  fence_regs<D / 2>(o);
   cp_async_wait<0>();
 
   if (!wg_on) return;
@@ -618,259 +565,6 @@ __global__ void __launch_bounds__(128 * NWG, MINB) swat_fwd_v2(Params p) {
 
 // ---------------------------------------------------------------------------------------------
 // backward
-
-constexpr int kBwdWarps = 8;
-constexpr int kBwdBN = 16 * kBwdWarps;  // keys per CTA
-template <int D>
-constexpr int kBwdBM = D == 128 ? 32 : 64;  // query rows per tile (D 128: fewer, for registers)
-
-template <int D>
-constexpr int bwd_smem_bytes() {
-  return (2 * kBwdBN * D + 4 * kBwdBM<D> * D + kBwdBN * kBwdBM<D>) * 2;
-}
-
-template <int D>
-__global__ void __launch_bounds__(kBwdWarps * 32) swat_bwd_v1(Params p) {
-  constexpr int BM = kBwdBM<D>, BN = kBwdBN, CH = D / 8, NT = kBwdWarps * 32;
-  constexpr int MT = BM / 16;                  // query m-tiles of 16 rows
-  constexpr int WPM = kBwdWarps / MT;          // warps per m-tile in the dQ product
-  constexpr int NCOL = D / WPM;                // dQ columns per warp
-  static_assert(kBwdWarps % MT == 0 && NCOL % 16 == 0, "dQ warp split");
-  extern __shared__ __align__(128) unsigned char smem_raw[];
-  __nv_bfloat16* sK = reinterpret_cast<__nv_bfloat16*>(smem_raw);
-  __nv_bfloat16* sV = sK + BN * D;
-  __nv_bfloat16* sQ = sV + BN * D;    // [2][BM*D]
-  __nv_bfloat16* sdO = sQ + 2 * BM * D;
-  __nv_bfloat16* sdS = sdO + 2 * BM * D;  // dZᵀ [BN][BM], swizzled
-
-  const int T = p.T, w = p.w, H = p.H, G = H / p.Hkv;
-  const int hk = blockIdx.y;
-  const int n0 = blockIdx.x * BN;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
-  const long ldq = static_cast<long>(H) * D, ldk = static_cast<long>(p.Hkv) * D;
-
-  const int n_last = min(n0 + BN, T) - 1;
-  const int m_hi = query_hi(p.cu, p.n_docs, n_last, w);
-  const int m_first = (n0 / BM) * BM;
-  const int m_tiles = (m_hi - m_first) / BM + 1;
-  const int iters = G * m_tiles;
-
-  const int wn0 = n0 + warp * 16;
-  const bool warp_on = wn0 < T;
-  const int wn_last = min(wn0 + 15, T - 1);
-  int hi_min = -1, hi_max = -1, r_n[2], r_hi[2] = {-1, -1};
-  r_n[0] = wn0 + g;
-  r_n[1] = wn0 + g + 8;
-  if (warp_on) {
-    hi_min = query_hi(p.cu, p.n_docs, wn0, w);
-    hi_max = query_hi(p.cu, p.n_docs, wn_last, w);
-#pragma unroll
-    for (int i = 0; i < 2; ++i) r_hi[i] = r_n[i] < T ? query_hi(p.cu, p.n_docs, r_n[i], w) : -1;
-  }
-  const float hs = 0.5f * p.scale;
-
-  load_tile<D, BN, NT>(sK, p.k + static_cast<long>(hk) * D, n0, T, ldk);
-  load_tile<D, BN, NT>(sV, p.v + static_cast<long>(hk) * D, n0, T, ldk);
-  {
-    const int h = hk * G;
-    load_tile<D, BM, NT>(sQ, p.q + static_cast<long>(h) * D, m_first, T, ldq);
-    load_tile<D, BM, NT>(sdO, p.dout + static_cast<long>(h) * D, m_first, T, ldq);
-  }
-  cp_async_commit();
-
-  float dk[D / 8][4], dv[D / 8][4];
-#pragma unroll
-  for (int j = 0; j < D / 8; ++j)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) dk[j][e] = dv[j][e] = 0.f;
-
-  for (int it = 0; it < iters; ++it) {
-    const int gi = it / m_tiles, mi = it - gi * m_tiles;
-    const int h = hk * G + gi;
-    const int m0 = m_first + mi * BM;
-    cp_async_wait<0>();
-    __syncthreads();
-    if (it + 1 < iters) {
-      const int gn = (it + 1) / m_tiles, mn = (it + 1) - gn * m_tiles;
-      const int hn = hk * G + gn;
-      const int b = (it + 1) & 1;
-      load_tile<D, BM, NT>(sQ + b * BM * D, p.q + static_cast<long>(hn) * D, m_first + mn * BM, T,
-                           ldq);
-      load_tile<D, BM, NT>(sdO + b * BM * D, p.dout + static_cast<long>(hn) * D,
-                           m_first + mn * BM, T, ldq);
-    }
-    cp_async_commit();
-    const __nv_bfloat16* cQ = sQ + (it & 1) * BM * D;
-    const __nv_bfloat16* cdO = sdO + (it & 1) * BM * D;
-    const float slope = p.slopes[h];
-
-    const bool live = warp_on && m0 + BM - 1 >= wn0 && m0 <= hi_max;
-    if (live) {
-      const bool full = m0 >= wn_last && m0 + BM - 1 <= hi_min;
-      float st[BM / 8][4], dpt[BM / 8][4];
-#pragma unroll
-      for (int j = 0; j < BM / 8; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) st[j][e] = dpt[j][e] = 0.f;
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        uint32_t ka[4], va[4];
-        {
-          const int i = lane >> 3;
-          const int row = warp * 16 + (i & 1) * 8 + (lane & 7);
-          const int off = swz<CH>(row, kk * 2 + (i >> 1));
-          ldsm_x4(ka[0], ka[1], ka[2], ka[3], smem_u32(sK + off));
-          ldsm_x4(va[0], va[1], va[2], va[3], smem_u32(sV + off));
-        }
-#pragma unroll
-        for (int j = 0; j < BM / 8; j += 2) {
-          const int i = lane >> 3;
-          const int row = j * 8 + (i >> 1) * 8 + (lane & 7);
-          const int off = swz<CH>(row, kk * 2 + (i & 1));
-          uint32_t b0, b1, b2, b3;
-          ldsm_x4(b0, b1, b2, b3, smem_u32(cQ + off));
-          mma16816(st[j], ka, b0, b1);
-          mma16816(st[j + 1], ka, b2, b3);
-          ldsm_x4(b0, b1, b2, b3, smem_u32(cdO + off));
-          mma16816(dpt[j], va, b0, b1);
-          mma16816(dpt[j + 1], va, b2, b3);
-        }
-      }
-      // rows are keys n (g, g+8), columns queries m; z/2 = s·scale/2 + slope/2·(m−n) + b/2
-      float rb[2];
-#pragma unroll
-      for (int r = 0; r < 2; ++r)
-        rb[r] = 0.5f * p.bias + 0.5f * slope * static_cast<float>(m0 - r_n[r]);
-      uint32_t pa[BM / 16][4], za[BM / 16][4];
-#pragma unroll
-      for (int j = 0; j < BM / 8; ++j) {
-        float pv[4], zv[4];
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float cm = 0.5f * slope * static_cast<float>(j * 8 + 2 * t4 + (e & 1));
-          pv[e] = sigmoid_of_twice(fmaf(st[j][e], hs, rb[e >> 1] + cm));
-        }
-        if (!full) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int m = m0 + j * 8 + 2 * t4 + (e & 1);
-            const int r = e >> 1;
-            if (m < r_n[r] || m > r_hi[r]) pv[e] = 0.f;
-          }
-        }
-#pragma unroll
-        for (int e = 0; e < 4; ++e) zv[e] = pv[e] * (1.f - pv[e]) * dpt[j][e];
-        pa[j >> 1][(j & 1) * 2 + 0] = pack_bf16(pv[0], pv[1]);
-        pa[j >> 1][(j & 1) * 2 + 1] = pack_bf16(pv[2], pv[3]);
-        za[j >> 1][(j & 1) * 2 + 0] = pack_bf16(zv[0], zv[1]);
-        za[j >> 1][(j & 1) * 2 + 1] = pack_bf16(zv[2], zv[3]);
-      }
-      // dV += Pᵀ dO ; dK += dZᵀ Q   (B operands: rows m of dO / Q, transposed ldmatrix)
-#pragma unroll
-      for (int kk = 0; kk < BM / 16; ++kk) {
-#pragma unroll
-        for (int j = 0; j < D / 8; j += 2) {
-          const int i = lane >> 3;
-          const int row = kk * 16 + (i & 1) * 8 + (lane & 7);
-          const int off = swz<CH>(row, j + (i >> 1));
-          uint32_t b0, b1, b2, b3;
-          ldsm_x4_t(b0, b1, b2, b3, smem_u32(cdO + off));
-          mma16816(dv[j], pa[kk], b0, b1);
-          mma16816(dv[j + 1], pa[kk], b2, b3);
-          ldsm_x4_t(b0, b1, b2, b3, smem_u32(cQ + off));
-          mma16816(dk[j], za[kk], b0, b1);
-          mma16816(dk[j + 1], za[kk], b2, b3);
-        }
-      }
-      // dZᵀ → shared memory [BN][BM] for the dQ product
-#pragma unroll
-      for (int j = 0; j < BM / 8; ++j) {
-        const int c = j * 8 + 2 * t4;
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const int row = warp * 16 + g + 8 * r;
-          *reinterpret_cast<uint32_t*>(sdS + swz<BM / 8>(row, c >> 3) + (c & 7)) =
-              za[j >> 1][(j & 1) * 2 + r];
-        }
-      }
-    } else {
-#pragma unroll
-      for (int j = 0; j < BM / 8; ++j) {
-        const int c = j * 8 + 2 * t4;
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const int row = warp * 16 + g + 8 * r;
-          *reinterpret_cast<uint32_t*>(sdS + swz<BM / 8>(row, c >> 3) + (c & 7)) = 0u;
-        }
-      }
-    }
-    __syncthreads();
-    // dQ (BM×D) += dZ (BM×BN) · K (BN×D); warp → m-tile warp/WPM, columns (warp%WPM)·NCOL
-    {
-      const int mt = warp / WPM, c0 = (warp % WPM) * NCOL;
-      const int mrow0 = m0 + mt * 16;
-      if (mrow0 + 15 >= n0 && mrow0 <= m_hi && mrow0 < T) {
-        float dq[NCOL / 8][4];
-#pragma unroll
-        for (int j = 0; j < NCOL / 8; ++j) dq[j][0] = dq[j][1] = dq[j][2] = dq[j][3] = 0.f;
-#pragma unroll
-        for (int kk = 0; kk < BN / 16; ++kk) {
-          uint32_t a[4];
-          {
-            const int i = lane >> 3;
-            const int row = kk * 16 + (i >> 1) * 8 + (lane & 7);  // key n
-            const int col = mt * 16 + (i & 1) * 8;                // query m
-            ldsm_x4_t(a[0], a[1], a[2], a[3], smem_u32(sdS + swz<BM / 8>(row, col >> 3)));
-          }
-#pragma unroll
-          for (int j = 0; j < NCOL / 8; j += 2) {
-            const int i = lane >> 3;
-            const int row = kk * 16 + (i & 1) * 8 + (lane & 7);
-            uint32_t b0, b1, b2, b3;
-            ldsm_x4_t(b0, b1, b2, b3, smem_u32(sK + swz<CH>(row, (c0 >> 3) + j + (i >> 1))));
-            mma16816(dq[j], a, b0, b1);
-            mma16816(dq[j + 1], a, b2, b3);
-          }
-        }
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const int m = mrow0 + g + 8 * r;
-          if (m >= T) continue;
-          float* dst = p.dq_acc + static_cast<long>(m) * ldq + static_cast<long>(h) * D + c0;
-#pragma unroll
-          for (int j = 0; j < NCOL / 8; ++j)
-            atomicAdd(reinterpret_cast<float2*>(dst + j * 8 + 2 * t4),
-                      make_float2(dq[j][2 * r] * p.scale, dq[j][2 * r + 1] * p.scale));
-        }
-      }
-    }
-  }
-  cp_async_wait<0>();
-
-  if (!warp_on) return;
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int n = r_n[r];
-    if (n >= T) continue;
-    const long off = static_cast<long>(n) * ldk + static_cast<long>(hk) * D;
-#pragma unroll
-    for (int j = 0; j < D / 8; ++j) {
-      float k0 = dk[j][2 * r] * p.scale, k1 = dk[j][2 * r + 1] * p.scale;
-      float v0 = dv[j][2 * r], v1 = dv[j][2 * r + 1];
-      __nv_bfloat162* pk = reinterpret_cast<__nv_bfloat162*>(p.dk + off + j * 8 + 2 * t4);
-      __nv_bfloat162* pv = reinterpret_cast<__nv_bfloat162*>(p.dv + off + j * 8 + 2 * t4);
-      if (p.accumulate) {
-        const float2 ok = __bfloat1622float2(*pk), ov = __bfloat1622float2(*pv);
-        k0 += ok.x;
-        k1 += ok.y;
-        v0 += ov.x;
-        v1 += ov.y;
-      }
-      *pk = __floats2bfloat162_rn(k0, k1);
-      *pv = __floats2bfloat162_rn(v0, v1);
-    }
-  }
-}
 
 // Version 2 backward: wgmma. One CTA per (64·NWG keys, KV head); warpgroup wg owns 64 keys and
 // keeps dK, dV for them in registers over the query heads of the GQA group and the query tiles
@@ -1128,6 +822,14 @@ void check_args(const SwatArgs& a, const char* fn) {
     throw std::invalid_argument(f + "cu_seqlens must hold n_docs + 1 ≥ 2 offsets on the device");
   if (!a.q || !a.k || !a.v || !a.slopes)
     throw std::invalid_argument(f + "q, k, v and slopes must be device pointers");
+  int dev = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
+    throw std::runtime_error(f + "no CUDA device");
+  if (major != 9 || minor != 0)
+    throw std::runtime_error(f + "the kernels need a Hopper GPU (sm_90a), found compute capability " +
+                             std::to_string(major) + "." + std::to_string(minor));
 }
 
 void check_launch(const char* what) {
@@ -1155,9 +857,6 @@ Params make_params(const SwatArgs& a) {
   return p;
 }
 
-#ifndef SWAT_FWD_VERSION
-#define SWAT_FWD_VERSION 2
-#endif
 // forward tiles per head dim: warpgroups (64 query rows each) per CTA, keys per tile
 #ifndef SWAT_FWD64_NWG
 #define SWAT_FWD64_NWG 2
@@ -1173,6 +872,13 @@ Params make_params(const SwatArgs& a) {
 #endif
 
 // deepest K/V ring (≤ 5 stages) that fits the 227 KB of shared memory a CTA may use
+// schedule B (S_{j+1} issued before σ(S_j)): measured faster at D 128, slower at D 64
+#ifndef SWAT_FWD64_OVERLAP
+#define SWAT_FWD64_OVERLAP 0
+#endif
+#ifndef SWAT_FWD128_OVERLAP
+#define SWAT_FWD128_OVERLAP 1
+#endif
 #ifndef SWAT_FWD64_MINB  // forward CTAs per SM at D 64 (2: registers capped at 128)
 #define SWAT_FWD64_MINB 1
 #endif
@@ -1186,42 +892,26 @@ constexpr int fwd_stages(int D, int NWG, int BN, int MINB) {
 
 template <int D>
 void launch_fwd(const Params& p, cudaStream_t s) {
-  if constexpr (SWAT_FWD_VERSION == 1) {
-    constexpr int smem = fwd_smem_bytes<D>();
-    cudaFuncSetAttribute(swat_fwd_v1<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    dim3 grid((p.T + kFwdBM - 1) / kFwdBM, p.H);
-    swat_fwd_v1<D><<<grid, kFwdWarps * 32, smem, s>>>(p);
-  } else {
-    constexpr int NWG = D == 64 ? SWAT_FWD64_NWG : SWAT_FWD128_NWG;
-    constexpr int BN = D == 64 ? SWAT_FWD64_BN : SWAT_FWD128_BN;
-    constexpr int MINB = D == 64 ? SWAT_FWD64_MINB : 1;
-    constexpr int STAGES = fwd_stages(D, NWG, BN, MINB);
-    using C = FwdV2<D, NWG, BN, STAGES>;
-    cudaFuncSetAttribute(swat_fwd_v2<D, NWG, BN, STAGES, MINB>,
-                         cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
-    dim3 grid((p.T + C::BM - 1) / C::BM, p.H);
-    swat_fwd_v2<D, NWG, BN, STAGES, MINB><<<grid, C::NT, C::kSmem, s>>>(p);
-  }
+  constexpr int NWG = D == 64 ? SWAT_FWD64_NWG : SWAT_FWD128_NWG;
+  constexpr int BN = D == 64 ? SWAT_FWD64_BN : SWAT_FWD128_BN;
+  constexpr int MINB = D == 64 ? SWAT_FWD64_MINB : 1;
+  constexpr bool OVERLAP = D == 64 ? SWAT_FWD64_OVERLAP : SWAT_FWD128_OVERLAP;
+  constexpr int ST = fwd_stages(D, NWG, BN, MINB);
+  constexpr int STAGES = OVERLAP ? ST : (ST > 4 ? 4 : ST);
+  using C = FwdV2<D, NWG, BN, STAGES>;
+  cudaFuncSetAttribute(swat_fwd_v2<D, NWG, BN, STAGES, MINB, OVERLAP>,
+                       cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
+  dim3 grid((p.T + C::BM - 1) / C::BM, p.H);
+  swat_fwd_v2<D, NWG, BN, STAGES, MINB, OVERLAP><<<grid, C::NT, C::kSmem, s>>>(p);
   check_launch("swat_forward");
 }
 
-#ifndef SWAT_BWD_VERSION
-#define SWAT_BWD_VERSION 2
-#endif
-
 template <int D>
 void launch_bwd(const Params& p, cudaStream_t s) {
-  if constexpr (SWAT_BWD_VERSION == 1) {
-    constexpr int smem = bwd_smem_bytes<D>();
-    cudaFuncSetAttribute(swat_bwd_v1<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    dim3 grid((p.T + kBwdBN - 1) / kBwdBN, p.Hkv);
-    swat_bwd_v1<D><<<grid, kBwdWarps * 32, smem, s>>>(p);
-  } else {
-    using C = BwdV2<D, 2>;
-    cudaFuncSetAttribute(swat_bwd_v2<D, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
-    dim3 grid((p.T + C::BN - 1) / C::BN, p.Hkv);
-    swat_bwd_v2<D, 2><<<grid, C::NT, C::kSmem, s>>>(p);
-  }
+  using C = BwdV2<D, 2>;
+  cudaFuncSetAttribute(swat_bwd_v2<D, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
+  dim3 grid((p.T + C::BN - 1) / C::BN, p.Hkv);
+  swat_bwd_v2<D, 2><<<grid, C::NT, C::kSmem, s>>>(p);
   check_launch("swat_backward");
 }
 
