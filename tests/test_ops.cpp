@@ -7,10 +7,12 @@
 // Adding an op = adding its cases to all_cases(). Error = max|x − x_ref| / max(1, max|x_ref|).
 #include <gtest/gtest.h>
 
+#include <array>
 #include <climits>
 #include <cmath>
 #include <functional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/error.h"
@@ -168,8 +170,10 @@ std::string dims(std::initializer_list<int> xs) {
 }
 
 void add_dense_cases(std::vector<OpCase>& cases) {
-  for (auto [T, C, OC] : std::vector<std::array<int, 3>>{{1, 1, 1}, {7, 13, 5}, {64, 128, 96},
-                                                          {33, 257, 65}}) {
+  // (plain variables, not structured bindings: clang < 16 cannot capture those in lambdas)
+  for (const auto& dim : std::vector<std::array<int, 3>>{{1, 1, 1}, {7, 13, 5}, {64, 128, 96},
+                                                         {33, 257, 65}}) {
+    const int T = dim[0], C = dim[1], OC = dim[2];
     const std::string n = dims({T, C, OC});
     auto x = std::make_shared<Vec>(randn((size_t)T * C, 21));
     auto w = std::make_shared<Vec>(randn((size_t)OC * C, 22));
@@ -189,7 +193,8 @@ void add_dense_cases(std::vector<OpCase>& cases) {
                      }});
   }
 
-  for (auto [V, T, C] : std::vector<std::array<int, 3>>{{1, 1, 1}, {10, 37, 24}, {50, 600, 64}}) {
+  for (const auto& dim : std::vector<std::array<int, 3>>{{1, 1, 1}, {10, 37, 24}, {50, 600, 64}}) {
+    const int V = dim[0], T = dim[1], C = dim[2];
     const std::string n = dims({V, T, C});
     auto wte = std::make_shared<Vec>(randn((size_t)V * C, 31));
     auto dy = std::make_shared<Vec>(randn((size_t)T * C, 32));
@@ -209,7 +214,8 @@ void add_dense_cases(std::vector<OpCase>& cases) {
                      }});
   }
 
-  for (auto [T, C] : std::vector<std::array<int, 2>>{{1, 1}, {5, 7}, {64, 256}, {100, 700}}) {
+  for (const auto& dim : std::vector<std::array<int, 2>>{{1, 1}, {5, 7}, {64, 256}, {100, 700}}) {
+    const int T = dim[0], C = dim[1];
     const std::string n = dims({T, C});
     auto x = std::make_shared<Vec>(randn((size_t)T * C, 41, 3.0f));
     auto w = std::make_shared<Vec>(randn(C, 42));
@@ -234,11 +240,14 @@ void add_dense_cases(std::vector<OpCase>& cases) {
   }
 
   // RoPE: positions up to 2M (fp64 angles), head dims 2..128, two bases
-  for (auto [T, nh, D, big_pos, theta] :
+  for (const auto& cfg :
        std::vector<std::tuple<int, int, int, bool, float>>{{1, 1, 2, false, 10000.0f},
                                                            {9, 3, 64, false, 10000.0f},
                                                            {40, 4, 128, true, 500000.0f},
                                                            {300, 8, 64, true, 10000.0f}}) {
+    const int T = std::get<0>(cfg), nh = std::get<1>(cfg), D = std::get<2>(cfg);
+    const bool big_pos = std::get<3>(cfg);
+    const float theta = std::get<4>(cfg);
     const std::string n = dims({T, nh, D}) + (big_pos ? "_bigpos" : "");
     auto x = std::make_shared<Vec>(randn((size_t)T * nh * D, 51));
     auto pos = std::make_shared<std::vector<int32_t>>(T);
@@ -253,7 +262,8 @@ void add_dense_cases(std::vector<OpCase>& cases) {
                        }});
   }
 
-  for (auto [T, F] : std::vector<std::array<int, 2>>{{1, 1}, {3, 37}, {64, 768}}) {
+  for (const auto& dim : std::vector<std::array<int, 2>>{{1, 1}, {3, 37}, {64, 768}}) {
+    const int T = dim[0], F = dim[1];
     const std::string n = dims({T, F});
     auto g = std::make_shared<Vec>(randn((size_t)T * F, 61, 3.0f));
     auto u = std::make_shared<Vec>(randn((size_t)T * F, 62));
@@ -274,7 +284,8 @@ void add_dense_cases(std::vector<OpCase>& cases) {
   }
 
   // lm_head_xent: vocab crossing the 2048-column chunk, > 256 tokens, missing targets (−1)
-  for (auto [T, C, V] : std::vector<std::array<int, 3>>{{1, 1, 1}, {5, 8, 11}, {300, 64, 5000}}) {
+  for (const auto& dim : std::vector<std::array<int, 3>>{{1, 1, 1}, {5, 8, 11}, {300, 64, 5000}}) {
+    const int T = dim[0], C = dim[1], V = dim[2];
     const std::string n = dims({T, C, V});
     auto x = std::make_shared<Vec>(randn((size_t)T * C, 71));
     auto w = std::make_shared<Vec>(randn((size_t)V * C, 72, 0.5f));
@@ -298,7 +309,8 @@ void add_dense_cases(std::vector<OpCase>& cases) {
                      }});
   }
 
-  for (auto [n_, step] : std::vector<std::array<int, 2>>{{1, 1}, {100, 10}, {100000, 3}}) {
+  for (const auto& dim : std::vector<std::array<int, 2>>{{1, 1}, {100, 10}, {100000, 3}}) {
+    const int n_ = dim[0], step = dim[1];
     const size_t N = n_;
     const int st = step;
     cases.push_back({"adamw_" + dims({n_, step}), 1e-6, false, [=](const Backend& b, float) {

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(build-essential cmake ninja-build pkg-config
-      libopenblas-dev nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
+      libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
       libsentencepiece-dev sentencepiece libgtest-dev libgmock-dev libbenchmark-dev
       clang libclang-rt-14-dev
       python3-torch python3-numpy gnuplot-nox)

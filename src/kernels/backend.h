@@ -54,7 +54,8 @@ struct Backend {
                            const float* weight, const float* rstd, int T, int C);
 
   // RoPE, rotate-half (HF Llama): x (T, nh, D) rotated in place by angles pos[t]·θ^(−2i/D),
-  // angles computed in fp64. Backward rotates dx in place by the negative angles.
+  // angles computed in fp64. Backward rotates dx in place by the negative angles (the one
+  // in-place backward: it transforms the gradient rather than accumulating into another).
   void (*rope_forward)(float* x, const int32_t* pos, int T, int nh, int D, float theta);
   void (*rope_backward)(float* dx, const int32_t* pos, int T, int nh, int D, float theta);
 
@@ -81,7 +82,9 @@ struct Backend {
   // Output projection fused with cross-entropy, in vocabulary chunks (never a T×V buffer):
   // logits_t = x_t · weightᵀ (weight (V,C)); losses[t] = −log softmax(logits_t)[targets[t]],
   // or 0 where targets[t] < 0 (no target). If dx/dweight are non-null, also the backward
-  // of Σ_t dloss·losses[t]: dx (T,C) += …, dweight (V,C) += … (one pass, Liger-style).
+  // of Σ_t dloss·losses[t]: dx (T,C) += …, dweight (V,C) += …, computed in the same call per
+  // block of tokens (a log-sum-exp sweep over the vocabulary chunks, then a gradient sweep that
+  // recomputes each chunk's logits), so the logits never exist beyond one chunk.
   void (*lm_head_xent)(float* losses, float* dx, float* dweight, const float* x,
                        const float* weight, const int32_t* targets, int T, int C, int V,
                        float dloss);

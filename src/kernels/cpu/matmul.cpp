@@ -1,10 +1,11 @@
 // Linear layer without bias on OpenBLAS sgemm (row-major):
 //   out (T,OC) = inp (T,C) · weight (OC,C)ᵀ
 //   dinp (T,C) += dout (T,OC) · weight (OC,C);   dweight (OC,C) += dout (T,OC)ᵀ · inp (T,C)
-// One threading runtime: OpenBLAS runs single-threaded and `sgemm` splits the output across
-// OpenMP threads. (OpenBLAS's own pthreads and our OpenMP workers, which spin-wait after every
-// parallel region, otherwise fight over the cores: measured > 50 % of lm_head_xent's time in
-// libgomp spinning on 2 cores.)
+// One threading runtime: with the OpenMP build of OpenBLAS (what CMakeLists.txt asks for) BLAS
+// threads come from our OpenMP pool; with the pthreads build, OpenBLAS runs single-threaded and
+// `sgemm` splits C over our OpenMP threads. (OpenBLAS pthreads next to OpenMP workers, which
+// spin-wait after every parallel region, fight over the cores: measured > 50 % of lm_head_xent's
+// time spinning in libgomp on 2 cores.)
 #include <cblas.h>
 #include <omp.h>
 
@@ -16,11 +17,14 @@ namespace longctx::cpu {
 
 void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
            const float* B, int ldb, float beta, float* C, int ldc) {
-  static const bool blas_single = (openblas_set_num_threads(1), true);
+  // OpenBLAS on OpenMP shares our thread pool: let it thread itself. The pthreads build runs
+  // single-threaded and we split C over our OpenMP threads instead.
+  static const bool blas_openmp = openblas_get_parallel() == 2;
+  static const bool blas_single = blas_openmp || (openblas_set_num_threads(1), true);
   (void)blas_single;
   if (M == 0 || N == 0) return;
   const auto ta = trans_a ? CblasTrans : CblasNoTrans, tb = trans_b ? CblasTrans : CblasNoTrans;
-  int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+  int nt = omp_in_parallel() || blas_openmp ? 1 : omp_get_max_threads();
   if (2.0 * M * N * K < 4e6) nt = 1;  // too small to share
   if (nt == 1) {
     cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);

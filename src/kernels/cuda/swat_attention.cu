@@ -410,20 +410,25 @@ __global__ void __launch_bounds__(128 * NWG, MINB) swat_fwd_v2(Params p) {
   #pragma unroll
           for (int e = 0; e < 2; ++e)
             rc[r][e] = 0.5f * p.bias + 0.5f * slope * static_cast<float>(r_m[r] - n0) + cb[e];
+        // the mask test only on tiles that cross the band's edge (a uniform branch)
+        auto sigma = [&]<bool MASK>() {
   #pragma unroll
-        for (int jj = 0; jj < BN / 8; ++jj) {
+          for (int jj = 0; jj < BN / 8; ++jj) {
   #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const float x = fmaf(s[jj * 4 + e], hs, fmaf(static_cast<float>(jj), col_step, rc[e >> 1][e & 1]));
-            float pv = sigmoid_of_twice(x);
-            if (!full) {
-              const int n = n0 + jj * 8 + 2 * t4 + (e & 1);
-              const int r = e >> 1;
-              if (n < r_lo[r] || n > r_m[r]) pv = 0.f;
+            for (int e = 0; e < 4; ++e) {
+              const float x = fmaf(s[jj * 4 + e], hs, fmaf(static_cast<float>(jj), col_step, rc[e >> 1][e & 1]));
+              float pv = sigmoid_of_twice(x);
+              if constexpr (MASK) {
+                const int n = n0 + jj * 8 + 2 * t4 + (e & 1);
+                const int r = e >> 1;
+                if (n < r_lo[r] || n > r_m[r]) pv = 0.f;
+              }
+              s[jj * 4 + e] = pv;
             }
-            s[jj * 4 + e] = pv;
           }
-        }
+        };
+        if (full) sigma.template operator()<false>();
+        else sigma.template operator()<true>();
       }
       wgmma_wait<0>();
       fence_regs<D / 2>(o);
@@ -510,20 +515,25 @@ __global__ void __launch_bounds__(128 * NWG, MINB) swat_fwd_v2(Params p) {
   #pragma unroll
         for (int e = 0; e < 2; ++e)
           rc[r][e] = 0.5f * p.bias + 0.5f * slope * static_cast<float>(r_m[r] - n0) + cb[e];
+      // the mask test only on tiles that cross the band's edge (a uniform branch)
+      auto sigma = [&]<bool MASK>() {
   #pragma unroll
-      for (int jj = 0; jj < BN / 8; ++jj) {
+        for (int jj = 0; jj < BN / 8; ++jj) {
   #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float x = fmaf(sc[jj * 4 + e], hs, fmaf(static_cast<float>(jj), col_step, rc[e >> 1][e & 1]));
-          float pv = sigmoid_of_twice(x);
-          if (!full) {
-            const int n = n0 + jj * 8 + 2 * t4 + (e & 1);
-            const int r = e >> 1;
-            if (n < r_lo[r] || n > r_m[r]) pv = 0.f;
+          for (int e = 0; e < 4; ++e) {
+            const float x = fmaf(sc[jj * 4 + e], hs, fmaf(static_cast<float>(jj), col_step, rc[e >> 1][e & 1]));
+            float pv = sigmoid_of_twice(x);
+            if constexpr (MASK) {
+              const int n = n0 + jj * 8 + 2 * t4 + (e & 1);
+              const int r = e >> 1;
+              if (n < r_lo[r] || n > r_m[r]) pv = 0.f;
+            }
+            sc[jj * 4 + e] = pv;
           }
-          sc[jj * 4 + e] = pv;
         }
-      }
+      };
+      if (full) sigma.template operator()<false>();
+      else sigma.template operator()<true>();
       wgmma_wait<1>();  // O += P_{j−1} V_{j−1} retired: pf is free
       fence_regs<D / 2>(o);
   #pragma unroll
@@ -683,21 +693,26 @@ __global__ void __launch_bounds__(128 * NWG, 1) swat_bwd_v2(Params p) {
         for (int e = 0; e < 2; ++e)
           rc[r][e] = 0.5f * p.bias + 0.5f * slope * static_cast<float>(m0 - r_n[r]) +
                      0.5f * slope * static_cast<float>(2 * t4 + e);
+      // the mask test only on tiles that cross the band's edge (a uniform branch)
+      auto sigma = [&]<bool MASK>() {
 #pragma unroll
-      for (int jj = 0; jj < BM / 8; ++jj) {
+        for (int jj = 0; jj < BM / 8; ++jj) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float x = fmaf(st[jj * 4 + e], hs, fmaf(static_cast<float>(jj), col_step, rc[e >> 1][e & 1]));
-          float pv = sigmoid_of_twice(x);
-          if (!full) {
-            const int m = m0 + jj * 8 + 2 * t4 + (e & 1);
-            const int r = e >> 1;
-            if (m < r_n[r] || m > r_hi[r]) pv = 0.f;
+          for (int e = 0; e < 4; ++e) {
+            const float x = fmaf(st[jj * 4 + e], hs, fmaf(static_cast<float>(jj), col_step, rc[e >> 1][e & 1]));
+            float pv = sigmoid_of_twice(x);
+            if constexpr (MASK) {
+              const int m = m0 + jj * 8 + 2 * t4 + (e & 1);
+              const int r = e >> 1;
+              if (m < r_n[r] || m > r_hi[r]) pv = 0.f;
+            }
+            st[jj * 4 + e] = pv;
+            dpt[jj * 4 + e] *= fmaf(-pv, pv, pv);  // dZ = p(1−p)·dP
           }
-          st[jj * 4 + e] = pv;
-          dpt[jj * 4 + e] *= fmaf(-pv, pv, pv);  // dZ = p(1−p)·dP
         }
-      }
+      };
+      if (full) sigma.template operator()<false>();
+      else sigma.template operator()<true>();
       uint32_t pa[BM / 16][4], za[BM / 16][4];
 #pragma unroll
       for (int kk = 0; kk < BM / 16; ++kk) {
