@@ -326,9 +326,62 @@ void add_dense_cases(std::vector<OpCase>& cases) {
   }
 }
 
+// Queries after a KV cache (AttnShape::Tk > T, inference): the T queries are the last T
+// positions of a Tk-key stream. {Tq, Tk, H, Hkv, D, window, alibi, bias}.
+struct CachedParams {
+  int T, Tk, H, Hkv, D, window;
+  Alibi alibi;
+  float bias;
+};
+const std::vector<CachedParams> kCachedShapes = {
+    {1, 1, 2, 2, 64, 8, Alibi::balanced, 0.0f},     // decode, empty cache (Tk = T)
+    {1, 256, 4, 2, 64, 256, Alibi::balanced, 0.0f},  // decode, full window of 256
+    {1, 40, 2, 2, 64, 256, Alibi::neg, -0.5f},       // decode, cache shorter than the window
+    {37, 100, 3, 1, 80, 64, Alibi::pos, 0.0f},       // prefill chunk, GQA, odd sizes
+    {64, 64 + 255, 2, 2, 32, 256, Alibi::balanced, 0.2f},  // chunk after w−1 cached keys
+    {5, 3000, 1, 1, 20, 1 << 30, Alibi::none, 0.0f},  // softmax-full style growing cache
+};
+struct CachedData {
+  Vec slopes, q, k, v;
+  AttnShape s;
+  explicit CachedData(const CachedParams& p) {
+    slopes.resize(p.H);
+    alibi_slopes(slopes.data(), p.alibi, p.H);
+    q = randn((size_t)p.T * p.H * p.D, 21), k = randn((size_t)p.Tk * p.Hkv * p.D, 22);
+    v = randn((size_t)p.Tk * p.Hkv * p.D, 23);
+    s.T = p.T, s.Tk = p.Tk, s.H = p.H, s.Hkv = p.Hkv, s.D = p.D, s.window = p.window;
+    s.slopes = slopes.data(), s.bias = p.bias, s.scale = 1.0f / std::sqrt(float(p.D));
+  }
+};
+
+void add_cached_attention_cases(std::vector<OpCase>& cases) {
+  for (const CachedParams& p : kCachedShapes) {
+    const std::string n = "T" + std::to_string(p.T) + "_Tk" + std::to_string(p.Tk) + "_H" +
+                          std::to_string(p.H) + "_Hkv" + std::to_string(p.Hkv) + "_D" +
+                          std::to_string(p.D) + "_w" + std::to_string(std::min(p.window, 99999)) +
+                          "_" + alibi_name(p.alibi);
+    auto data = std::make_shared<CachedData>(p);
+    const size_t nq = (size_t)p.T * p.H * p.D;
+    cases.push_back({"swat_fwd_cached_" + n, 2e-5, false, [=](const Backend& b, float) {
+                       Outs o{{"out", nans(nq), {}}};
+                       b.swat_forward(o[0].data.data(), data->q.data(), data->k.data(),
+                                      data->v.data(), data->s);
+                       return o;
+                     }});
+    if (p.bias != 0.0f) continue;
+    cases.push_back({"softmax_fwd_cached_" + n, 2e-5, false, [=](const Backend& b, float) {
+                       Outs o{{"out", nans(nq), {}}, {"lse", nans((size_t)p.T * p.H), {}}};
+                       b.softmax_attn_forward(o[0].data.data(), o[1].data.data(), data->q.data(),
+                                              data->k.data(), data->v.data(), data->s);
+                       return o;
+                     }});
+  }
+}
+
 std::vector<OpCase> all_cases() {
   std::vector<OpCase> cases;
   add_attention_cases(cases);
+  add_cached_attention_cases(cases);
   add_dense_cases(cases);
   return cases;
 }
@@ -484,3 +537,33 @@ TEST(Backends, LookupByName) {
 }
 
 }  // namespace
+
+// A cached call (queries = the last T of Tk positions) equals the last T rows of the same
+// attention over the whole Tk-token stream, on every backend (what the inference engine relies on).
+TEST(AttentionCached, EqualsLastRowsOfFullStream) {
+  for (const CachedParams& p : kCachedShapes) {
+    CachedData c(p);
+    AttnShape full = c.s;
+    full.T = p.Tk, full.Tk = 0;
+    Vec qfull = randn((size_t)p.Tk * p.H * p.D, 24);
+    std::copy(c.q.begin(), c.q.end(), qfull.end() - (long)c.q.size());
+    std::vector<const Backend*> all = backends_under_test();
+    all.push_back(&backend_cpu_ref());
+    for (const Backend* b : all)
+      for (bool softmax : {false, true}) {
+        if (softmax && p.bias != 0.0f) continue;
+        Vec of((size_t)p.Tk * p.H * p.D), lf((size_t)p.Tk * p.H), oc(c.q.size()),
+            lc((size_t)p.T * p.H);
+        if (softmax) {
+          b->softmax_attn_forward(of.data(), lf.data(), qfull.data(), c.k.data(), c.v.data(), full);
+          b->softmax_attn_forward(oc.data(), lc.data(), c.q.data(), c.k.data(), c.v.data(), c.s);
+        } else {
+          b->swat_forward(of.data(), qfull.data(), c.k.data(), c.v.data(), full);
+          b->swat_forward(oc.data(), c.q.data(), c.k.data(), c.v.data(), c.s);
+        }
+        Vec tail(of.end() - (long)oc.size(), of.end());
+        EXPECT_LE(max_err(oc, tail), 2e-5) << b->name << (softmax ? " softmax" : " swat") << " T"
+                                           << p.T << " Tk" << p.Tk;
+      }
+  }
+}

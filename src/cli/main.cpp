@@ -13,6 +13,9 @@ int main(int argc, char** argv) {
   longctx::register_data(app);
   longctx::register_bench(app);
   longctx::register_plot(app);
+  longctx::register_plan(app);
+  longctx::register_simulate(app);
+  longctx::register_serve(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

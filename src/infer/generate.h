@@ -1,7 +1,6 @@
-// Autoregressive generation for the demo and quick checks. Each step runs the model over the
-// last R tokens, where R = L·(w−1)+1 is the receptive field of a SWAT model (exact: attention
-// depends only on relative positions, so older tokens cannot change the next logits).
-// The constant-memory KV ring-buffer engine (DESIGN.md §2.2) replaces this for serving.
+// Autoregressive generation of one sequence for `longctx generate` and quick checks, on the
+// inference engine (engine.h): a chunked prefill of the prompt into a KV cache, then one decode
+// step per token. Memory is constant in the context length for a SWAT model.
 #pragma once
 #include <functional>
 #include <vector>
@@ -11,11 +10,9 @@
 
 namespace longctx {
 
-// Receptive field of the model in tokens (capped at max_context).
-int receptive_field(const Config& c, int max_context);
-
 // Appends up to max_new tokens to `tokens`, stopping after `eos` (if ≥ 0). on_token is called
-// with each new token; returning false stops early.
+// with each new token; returning false stops early. max_context bounds a softmax-full model's
+// growing cache (a SWAT model runs past it with its window-sized ring).
 void generate(Model& m, std::vector<int32_t>& tokens, int max_new, Sampler& sampler, int32_t eos,
               int max_context, const std::function<bool(int32_t)>& on_token);
 

@@ -31,6 +31,10 @@ struct AttnShape {
   const float* slopes = nullptr;      // [H] ALiBi slope s_h, adds s_h·(m−n) to z_mn
   float bias = 0.0f;                  // sigmoid bias b (SWAT only)
   float scale = 0.125f;               // 1/√D
+  // Keys in k, v; 0 means T. Tk > T (inference: a chunk of queries after a KV cache): the T
+  // queries are the LAST T positions of a Tk-long key stream, query i at key index Tk−T+i, so
+  // its window is [Tk−T+i−w+1, Tk−T+i]. One document (cu_seqlens must be null); forward only.
+  int Tk = 0;
 };
 
 struct Backend {
@@ -60,7 +64,7 @@ struct Backend {
   void (*rope_backward)(float* dx, const int32_t* pos, int T, int nh, int D, float theta);
 
   // SWAT (DESIGN.md §2.1): out_m = Σ_{n∈W(m)} σ(q_m·k_n·scale + s_h(m−n) + b) v_n
-  // q, out (T,H,D); k, v (T,Hkv,D)
+  // q, out (T,H,D); k, v (Tk,Hkv,D) (Tk = T unless s.Tk > T: see AttnShape)
   void (*swat_forward)(float* out, const float* q, const float* k, const float* v,
                        const AttnShape& s);
   void (*swat_backward)(float* dq, float* dk, float* dv, const float* dout, const float* q,

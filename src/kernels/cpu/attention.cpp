@@ -544,22 +544,76 @@ void attn_backward(float* dq, float* dk, float* dv, const float* dout, const flo
 
 bool fast_ok(const AttnShape& s) { return s.D % 16 == 0; }
 
+// Queries after a KV cache (AttnShape::Tk > T: inference prefill chunks and decode). Few queries
+// against up to w cached keys: one (query, head) pair per work item, scores in a row buffer,
+// vectorised dot products and V accumulation; the math is ref::swat_forward's /
+// ref::softmax_attn_forward's.
+template <bool softmax>
+void attn_forward_cached(float* out, float* lse, const float* q, const float* k, const float* v,
+                         const AttnShape& s) {
+  const int T = s.T, H = s.H, Hkv = s.Hkv, D = s.D, rep = H / Hkv, off = s.Tk - s.T;
+#pragma omp parallel
+  {
+    std::vector<float> p(size_t(std::min(s.window, s.Tk)));
+#pragma omp for collapse(2) schedule(static)
+    for (int i = 0; i < T; i++)
+      for (int h = 0; h < H; h++) {
+        const int m = off + i, lo = std::max(0, m - s.window + 1), g = h / rep;
+        const float* qm = q + (size_t(i) * H + h) * D;
+        const float sl = ref::slope_of(s, h);
+        float mx = -INFINITY;
+        for (int n = lo; n <= m; n++) {
+          const float* kn = k + (size_t(n) * Hkv + g) * D;
+          float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+          for (int d = 0; d < D; d++) dot += qm[d] * kn[d];
+          const float z = dot * s.scale + sl * float(m - n);
+          p[n - lo] = z;
+          mx = std::max(mx, z);
+        }
+        float sum = 0.0f;
+        for (int n = lo; n <= m; n++) {
+          float& z = p[n - lo];
+          if constexpr (softmax) {
+            z = std::exp(z - mx);
+            sum += z;
+          } else {
+            z = 1.0f / (1.0f + std::exp(-(z + s.bias)));
+          }
+        }
+        const float norm = softmax ? 1.0f / sum : 1.0f;
+        float* o = out + (size_t(i) * H + h) * D;
+        std::fill(o, o + D, 0.0f);
+        for (int n = lo; n <= m; n++) {
+          const float* vn = v + (size_t(n) * Hkv + g) * D;
+          const float pn = p[n - lo] * norm;
+#pragma omp simd
+          for (int d = 0; d < D; d++) o[d] += pn * vn[d];
+        }
+        if constexpr (softmax) lse[size_t(i) * H + h] = mx + std::log(sum);
+      }
+  }
+}
+
 }  // namespace
 
 void swat_forward(float* out, const float* q, const float* k, const float* v, const AttnShape& s) {
   ref::attn_check(s, "swat_forward");
+  if (s.Tk > s.T) return attn_forward_cached<false>(out, nullptr, q, k, v, s);
   if (!fast_ok(s)) return ref::swat_forward(out, q, k, v, s);
   attn_forward<false>(out, nullptr, q, k, v, s);
 }
 void swat_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
                    const float* k, const float* v, const AttnShape& s) {
   ref::attn_check(s, "swat_backward");
+  LCX_CHECK(s.Tk <= s.T, "swat_backward: Tk > T (queries after a KV cache) is forward only");
   if (!fast_ok(s)) return ref::swat_backward(dq, dk, dv, dout, q, k, v, s);
   attn_backward<false>(dq, dk, dv, dout, nullptr, nullptr, q, k, v, s);
 }
 void softmax_attn_forward(float* out, float* lse, const float* q, const float* k, const float* v,
                           const AttnShape& s) {
   ref::attn_check(s, "softmax_attn_forward");
+  if (s.Tk > s.T) return attn_forward_cached<true>(out, lse, q, k, v, s);
   if (!fast_ok(s)) return ref::softmax_attn_forward(out, lse, q, k, v, s);
   attn_forward<true>(out, lse, q, k, v, s);
 }
@@ -567,6 +621,7 @@ void softmax_attn_backward(float* dq, float* dk, float* dv, const float* dout, c
                            const float* lse, const float* q, const float* k, const float* v,
                            const AttnShape& s) {
   ref::attn_check(s, "softmax_attn_backward");
+  LCX_CHECK(s.Tk <= s.T, "softmax_attn_backward: Tk > T (queries after a KV cache) is forward only");
   if (!fast_ok(s)) return ref::softmax_attn_backward(dq, dk, dv, dout, out, lse, q, k, v, s);
   attn_backward<true>(dq, dk, dv, dout, out, lse, q, k, v, s);
 }

@@ -22,6 +22,9 @@ inline void attn_check(const AttnShape& s, const char* op) {
             op, s.T, s.H, s.Hkv, s.D);
   LCX_CHECK(s.H % s.Hkv == 0, "{}: H={} is not a multiple of Hkv={} (GQA)", op, s.H, s.Hkv);
   LCX_CHECK(s.window >= 1, "{}: window must be >= 1, got {}", op, s.window);
+  LCX_CHECK(s.Tk == 0 || s.Tk >= s.T, "{}: Tk={} keys is fewer than T={} queries", op, s.Tk, s.T);
+  LCX_CHECK(s.Tk <= s.T || !s.cu_seqlens, "{}: Tk > T (queries after a KV cache) takes one "
+            "document, but cu_seqlens was given", op);
   if (s.cu_seqlens) {
     LCX_CHECK(s.n_docs >= 1, "{}: cu_seqlens given with n_docs={}", op, s.n_docs);
     LCX_CHECK(s.cu_seqlens[0] == 0 && s.cu_seqlens[s.n_docs] == s.T,
@@ -40,6 +43,8 @@ inline int doc_begin(const AttnShape& s, int d) {
   return s.cu_seqlens ? s.cu_seqlens[d] : (d == 0 ? 0 : s.T);
 }
 inline float slope_of(const AttnShape& s, int h) { return s.slopes ? s.slopes[h] : 0.0f; }
+// Key index of query row 0: Tk − T when the queries follow a KV cache (AttnShape::Tk), else 0.
+inline int query_offset(const AttnShape& s) { return s.Tk > s.T ? s.Tk - s.T : 0; }
 
 // ---------------------------------------------------------------- matmul
 // out (T,OC) = inp (T,C) · weight (OC,C)ᵀ
@@ -150,16 +155,21 @@ void rope_backward(F* dx, const int32_t* pos, int T, int nh, int D, float theta)
 // z_mn for query m of head h and key n of kv head g (DESIGN.md §2.1, SWAT Eq. 3).
 template <class F>
 F attn_logit(const F* q, const F* k, const AttnShape& s, int m, int n, int h, int g) {
-  const F* qm = q + ((size_t)m * s.H + h) * s.D;
+  const F* qm = q + ((size_t)(m - query_offset(s)) * s.H + h) * s.D;
   const F* kn = k + ((size_t)n * s.Hkv + g) * s.D;
   F dot = 0;
   for (int d = 0; d < s.D; d++) dot += qm[d] * kn[d];
   return dot * F(s.scale) + F(slope_of(s, h)) * F(m - n);
 }
 
-// Calls f(m, lo) for every query m, with W(m) = [lo, m] (DESIGN.md §2.1).
+// Calls f(m, lo) for every query m (a key index; its q/out row is m − query_offset(s)), with
+// W(m) = [lo, m] (DESIGN.md §2.1).
 template <class Fn>
 void attn_for_each_query(const AttnShape& s, Fn f) {
+  if (s.Tk > s.T) {  // queries after a KV cache: one document of Tk keys
+    for (int m = s.Tk - s.T; m < s.Tk; m++) f(m, std::max(0, m - s.window + 1));
+    return;
+  }
   for (int d = 0; d < attn_docs(s); d++) {
     int b = doc_begin(s, d), e = doc_begin(s, d + 1);
     for (int m = b; m < e; m++) f(m, std::max(b, m - s.window + 1));
@@ -182,7 +192,7 @@ void swat_forward(F* out, const F* q, const F* k, const F* v, const AttnShape& s
         const F* vn = v + ((size_t)n * s.Hkv + g) * s.D;
         for (int d = 0; d < s.D; d++) o[d] += p * vn[d];
       }
-      std::copy(o.begin(), o.end(), out + ((size_t)m * s.H + h) * s.D);
+      std::copy(o.begin(), o.end(), out + ((size_t)(m - query_offset(s)) * s.H + h) * s.D);
     }
   });
 }
@@ -193,6 +203,7 @@ template <class F>
 void swat_backward(F* dq, F* dk, F* dv, const F* dout, const F* q, const F* k, const F* v,
                    const AttnShape& s) {
   attn_check(s, "swat_backward");
+  LCX_CHECK(s.Tk <= s.T, "swat_backward: Tk > T (queries after a KV cache) is forward only");
   const int rep = s.H / s.Hkv, D = s.D;
   attn_for_each_query(s, [&](int m, int lo) {
     for (int h = 0; h < s.H; h++) {
@@ -238,8 +249,8 @@ void softmax_attn_forward(F* out, F* lse, const F* q, const F* k, const F* v,
         const F* vn = v + ((size_t)n * s.Hkv + g) * s.D;
         for (int d = 0; d < s.D; d++) o[d] += p * vn[d];
       }
-      std::copy(o.begin(), o.end(), out + ((size_t)m * s.H + h) * s.D);
-      lse[(size_t)m * s.H + h] = l;
+      std::copy(o.begin(), o.end(), out + ((size_t)(m - query_offset(s)) * s.H + h) * s.D);
+      lse[(size_t)(m - query_offset(s)) * s.H + h] = l;
     }
   });
 }
@@ -249,6 +260,7 @@ template <class F>
 void softmax_attn_backward(F* dq, F* dk, F* dv, const F* dout, const F* out, const F* lse,
                            const F* q, const F* k, const F* v, const AttnShape& s) {
   attn_check(s, "softmax_attn_backward");
+  LCX_CHECK(s.Tk <= s.T, "softmax_attn_backward: Tk > T (queries after a KV cache) is forward only");
   const int rep = s.H / s.Hkv, D = s.D;
   attn_for_each_query(s, [&](int m, int lo) {
     for (int h = 0; h < s.H; h++) {

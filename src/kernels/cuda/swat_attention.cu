@@ -276,11 +276,12 @@ struct Params {
 // ---------------------------------------------------------------------------------------------
 // forward
 
-// Version 2 forward: wgmma. One CTA per (64·NWG query rows, query head); warpgroup wg owns 64
-// rows. Per key tile j (BN keys): S_j = Q K_jᵀ (wgmma, both operands in shared memory), then
-// P_j = σ(S_j) in registers while O += P_{j−1} V_{j−1} (wgmma, P from registers) runs on the
-// tensor cores: the MUFU work of one tile overlaps the second GEMM of the previous one.
-// K/V tiles stream through a STAGES-deep cp.async ring (prefetch distance STAGES−2).
+// Forward (wgmma). One CTA per (64·NWG query rows, query head); warpgroup wg owns 64 rows. Per key
+// tile j (BN keys): S_j = Q K_jᵀ (wgmma, both operands in shared memory), P_j = σ(S_j) in
+// registers, O += P_j V_j (wgmma, P from registers). K/V tiles stream through a STAGES-deep
+// cp.async ring. Schedule A (OVERLAP = false): S_j is issued with P_{j−1}V_{j−1} and σ(S_j)
+// overlaps the latter (prefetch distance STAGES−2). Schedule B (OVERLAP = true): S_{j+1} is issued
+// before σ(S_j), which then overlaps S_{j+1} and the tail of P_{j−1}V_{j−1} (distance STAGES−3).
 template <int D, int NWG, int BN, int STAGES>
 struct FwdV2 {
   static constexpr int BM = 64 * NWG, NT = 128 * NWG;
@@ -348,7 +349,7 @@ __global__ void __launch_bounds__(128 * NWG, MINB) swat_fwd_v2(Params p) {
 #pragma unroll
   for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
   if constexpr (!OVERLAP) {
-    // schedule A (version 2): S_j and P_{j−1}V_{j−1} issued together; σ(S_j) overlaps P_{j−1}V_{j−1}
+    // schedule A: S_j and P_{j−1}V_{j−1} issued together; σ(S_j) overlaps P_{j−1}V_{j−1}
     load_tile128<D, BM, NT>(sQ, qb, m0, T, ldq);
     load_tile128<D, BN, NT>(sK, kb, n_first, T, ldk);
     load_tile128<D, BN, NT>(sV, vb, n_first, T, ldk);
@@ -445,7 +446,7 @@ __global__ void __launch_bounds__(128 * NWG, MINB) swat_fwd_v2(Params p) {
     }
 
   } else {
-    // schedule B (version 3): S_{j+1} issued before σ(S_j)
+    // schedule B: S_{j+1} issued before σ(S_j)
     // cp.async groups: {Q, tile 0}, tile 1, …, tile DIST; then one group per iteration
     constexpr int DIST = STAGES - 3;
     load_tile128<D, BM, NT>(sQ, qb, m0, T, ldq);
@@ -576,7 +577,7 @@ __global__ void __launch_bounds__(128 * NWG, MINB) swat_fwd_v2(Params p) {
 // ---------------------------------------------------------------------------------------------
 // backward
 
-// Version 2 backward: wgmma. One CTA per (64·NWG keys, KV head); warpgroup wg owns 64 keys and
+// Backward (wgmma). One CTA per (64·NWG keys, KV head); warpgroup wg owns 64 keys and
 // keeps dK, dV for them in registers over the query heads of the GQA group and the query tiles
 // (BM = 64 rows) of the band. Per query tile:
 //   Sᵀ = K Qᵀ, dPᵀ = V dOᵀ          (wgmma, operands in shared memory)

@@ -1,0 +1,88 @@
+// `longctx bench profile`: the HDP cost model from measurements (ByteScale §5.2). For each
+// sequence length s, time forward+backward of a 1-layer and a 3-layer copy of the preset on one
+// sequence; the per-layer time is half the difference (embedding and head cancel), and so are
+// the per-layer activation bytes of the arena. Then least-squares fits of T(s) and Act(s).
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+
+#include "cli/bench.h"
+#include "core/error.h"
+#include "core/rng.h"
+#include "dist/cost_model.h"
+#include "model/model.h"
+
+namespace longctx {
+
+namespace {
+
+// Median seconds of forward+backward on one random sequence of S tokens; sets *act_bytes.
+double time_fwd_bwd(const Config& c, const Backend& be, int S, int repeats, double* act_bytes) {
+  Model m(c, be);
+  param_init(m.params.data(), m.layout, c, 1);
+  m.reserve(S);
+  *act_bytes = double(m.activation_bytes());
+  const size_t n = static_cast<size_t>(S);
+  std::vector<int32_t> tokens(n), targets(n), pos(n), cu = {0, S};
+  Rng rng(5);
+  for (auto& t : tokens) t = int32_t(rng.below(uint64_t(c.vocab_size)));
+  for (int t = 0; t < S; t++) {
+    pos[size_t(t)] = t;
+    targets[size_t(t)] = t + 1 < S ? tokens[size_t(t) + 1] : -1;
+  }
+  TokenBatch b{tokens.data(), targets.data(), pos.data(), cu.data(), S, 1};
+  std::vector<double> times;
+  for (int r = 0; r < repeats + 1; r++) {  // first run warms up
+    std::fill(m.grads.begin(), m.grads.end(), 0.0f);
+    auto t0 = std::chrono::steady_clock::now();
+    model_forward(m, b, nullptr, 1.0f / float(S - 1));
+    model_backward(m, b);
+    double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (r > 0) times.push_back(dt);
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+}  // namespace
+
+nlohmann::json bench_profile(const BenchProfileOpts& o) {
+  LCX_CHECK(o.repeats > 0, "--repeats must be > 0, got {}", o.repeats);
+  LCX_CHECK(o.lengths.size() >= 3, "need at least 3 sequence lengths to fit T(s), got {}", o.lengths.size());
+  for (int s : o.lengths) LCX_CHECK(s >= 2, "sequence lengths must be ≥ 2, got {}", s);
+  Config c = config_preset(o.preset);
+  const Backend& be = backend_get(o.backend.c_str());
+  std::vector<ProfilePoint> pts;
+  nlohmann::json jp = nlohmann::json::array();
+  for (int s : o.lengths) {
+    Config c1 = c, c3 = c;
+    c1.num_hidden_layers = 1;
+    c3.num_hidden_layers = 3;
+    double a1 = 0, a3 = 0;
+    const double t1 = time_fwd_bwd(c1, be, s, o.repeats, &a1);
+    const double t3 = time_fwd_bwd(c3, be, s, o.repeats, &a3);
+    ProfilePoint p{double(s), std::max(0.0, (t3 - t1) / 2.0), (a3 - a1) / 2.0};
+    pts.push_back(p);
+    jp.push_back({{"s", s}, {"time_s", p.time_s}, {"act_bytes", p.act_bytes}});
+  }
+  CostModel cm;
+  cost_fit_time(cm, pts);
+  cost_fit_act(cm, pts);
+  nlohmann::json j = cost_to_json(cm);
+  j["bench"] = "profile";
+  j["backend"] = o.backend;
+  j["preset"] = o.preset;
+  j["attention"] = to_string(c.attention);
+  j["window"] = c.window;
+  j["hidden_size"] = c.hidden_size;
+  j["layers"] = c.num_hidden_layers;
+  j["points"] = jp;
+  if (!o.out.empty()) {
+    std::ofstream f(o.out);
+    LCX_CHECK(f.good(), "cannot write {}", o.out);
+    f << j.dump(2) << "\n";
+  }
+  return j;
+}
+
+}  // namespace longctx

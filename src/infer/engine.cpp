@@ -1,0 +1,324 @@
+#include "infer/engine.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+
+namespace longctx {
+
+Engine::Engine(Model& m, const EngineOptions& opt) : m_(m), opt_(opt) {
+  LCX_CHECK(opt.chunk >= 1, "engine: chunk must be ≥ 1, got {}", opt.chunk);
+  LCX_CHECK(opt.max_context >= 1, "engine: max_context must be ≥ 1, got {}", opt.max_context);
+}
+
+void Engine::reserve(int T, int n_segs, int kv_rows) {
+  const Config& c = m_.config;
+  const size_t d = c.hidden_size, qd = size_t(c.num_attention_heads) * c.head_dim();
+  const size_t kvd = size_t(c.num_key_value_heads) * c.head_dim(), F = c.intermediate_size;
+  auto grow = [](std::vector<float>& b, size_t n) { if (b.size() < n) b.resize(n); };
+  const size_t rows = size_t(std::max(T, n_segs));
+  grow(x_, rows * d), grow(ln_, rows * d), grow(rstd_, rows), grow(mid_, T * d);
+  grow(q_, T * qd), grow(att_, T * qd), grow(k_, T * kvd), grow(v_, T * kvd);
+  grow(lse_, size_t(T) * c.num_attention_heads);
+  grow(gate_, T * F), grow(up_, T * F), grow(h_, T * F), grow(last_, n_segs * d);
+  if (tokens_.size() < size_t(T)) tokens_.resize(T), pos_.resize(T);
+  const size_t threads = size_t(omp_get_max_threads());
+  if (gk_.size() < threads) gk_.resize(threads), gv_.resize(threads);
+  for (size_t i = 0; i < threads; i++) grow(gk_[i], size_t(kv_rows) * kvd), grow(gv_[i], size_t(kv_rows) * kvd);
+  T_max_ = std::max(T_max_, T);
+}
+
+size_t Engine::scratch_bytes() const {
+  size_t n = 0;
+  for (const auto* b : {&x_, &ln_, &rstd_, &q_, &k_, &v_, &att_, &lse_, &mid_, &gate_, &up_, &h_, &last_})
+    n += b->capacity();
+  for (size_t i = 0; i < gk_.size(); i++) n += gk_[i].capacity() + gv_[i].capacity();
+  return n * sizeof(float);
+}
+
+void Engine::forward(const Segment* segs, int n_segs, float* logits) {
+  const Config& c = m_.config;
+  const Backend& be = *m_.backend;
+  const ParamLayout& P = m_.layout;
+  const float* w = m_.params.data();
+  const int d = c.hidden_size, hd = c.head_dim(), F = c.intermediate_size, V = c.vocab_size;
+  const int H = c.num_attention_heads, Hkv = c.num_key_value_heads, qd = H * hd, kvd = Hkv * hd;
+  LCX_CHECK(n_segs >= 1, "engine: forward needs at least one segment");
+  // Validate everything before touching a cache.
+  int T = 0, kv_rows = 0;
+  std::vector<int> off(n_segs);
+  for (int i = 0; i < n_segs; i++) {
+    const Segment& s = segs[i];
+    LCX_CHECK(s.cache && s.n >= 1, "engine: segment {} is empty", i);
+    for (int j = 0; j < i; j++) LCX_CHECK(segs[j].cache != s.cache, "engine: segments {} and {} share a cache", j, i);
+    for (int j = 0; j < s.n; j++)
+      LCX_CHECK(s.tokens[j] >= 0 && s.tokens[j] < V, "token id {} is outside the vocabulary [0, {})", s.tokens[j], V);
+    kv_cache_reserve(*s.cache, s.n);
+    off[i] = T;
+    T += s.n;
+    kv_rows = std::max(kv_rows, s.cache->n_old() + s.n);
+  }
+  reserve(T, n_segs, kv_rows);
+  for (int i = 0; i < n_segs; i++)
+    for (int j = 0; j < segs[i].n; j++) {
+      tokens_[off[i] + j] = segs[i].tokens[j];
+      pos_[off[i] + j] = int32_t(segs[i].cache->n_past + j);  // absolute position (RoPE)
+    }
+
+  AttnShape shape;
+  shape.H = H, shape.Hkv = Hkv, shape.D = hd, shape.window = c.window;
+  shape.slopes = m_.slopes.data();
+  shape.bias = c.attention == AttnKind::swat ? c.sigmoid_bias : 0.0f;
+  shape.scale = 1.0f / std::sqrt(float(hd));
+  // Queries of segment i against [its cache's last w−1 entries + its own keys].
+  auto attend = [&](int l, int i, int tid) {
+    const Segment& sg = segs[i];
+    const int no = sg.cache->n_old(), t0 = off[i];
+    float *K = gk_[tid].data(), *Vv = gv_[tid].data();
+    kv_cache_gather(*sg.cache, l, K, Vv);
+    std::memcpy(K + size_t(no) * kvd, k_.data() + size_t(t0) * kvd, sizeof(float) * sg.n * kvd);
+    std::memcpy(Vv + size_t(no) * kvd, v_.data() + size_t(t0) * kvd, sizeof(float) * sg.n * kvd);
+    AttnShape s = shape;
+    s.T = sg.n, s.Tk = no + sg.n;
+    float* out = att_.data() + size_t(t0) * qd;
+    const float* q = q_.data() + size_t(t0) * qd;
+    if (c.attention == AttnKind::swat)
+      be.swat_forward(out, q, K, Vv, s);
+    else
+      be.softmax_attn_forward(out, lse_.data() + size_t(t0) * H, q, K, Vv, s);
+  };
+
+  float* x = x_.data();
+  be.embedding_forward(x, tokens_.data(), w + P.wte, T, d);
+  for (int l = 0; l < c.num_hidden_layers; l++) {
+    // x = x + Attn(RMSNorm(x)), as model_forward
+    be.rmsnorm_forward(ln_.data(), rstd_.data(), x, w + P.ln1 + size_t(l) * d, T, d, c.rms_norm_eps);
+    be.matmul_forward(q_.data(), ln_.data(), w + P.wq + size_t(l) * qd * d, T, d, qd);
+    be.matmul_forward(k_.data(), ln_.data(), w + P.wk + size_t(l) * kvd * d, T, d, kvd);
+    be.matmul_forward(v_.data(), ln_.data(), w + P.wv + size_t(l) * kvd * d, T, d, kvd);
+    be.rope_forward(q_.data(), pos_.data(), T, H, hd, c.rope_theta);
+    be.rope_forward(k_.data(), pos_.data(), T, Hkv, hd, c.rope_theta);
+    if (n_segs == 1) {
+      attend(l, 0, 0);  // the kernel parallelises inside
+    } else {
+#pragma omp parallel for schedule(dynamic)
+      for (int i = 0; i < n_segs; i++) attend(l, i, omp_get_thread_num());
+    }
+    for (int i = 0; i < n_segs; i++)
+      kv_cache_store(*segs[i].cache, l, k_.data() + size_t(off[i]) * kvd,
+                     v_.data() + size_t(off[i]) * kvd, segs[i].n);
+    float* mid = mid_.data();
+    be.matmul_forward(mid, att_.data(), w + P.wo + size_t(l) * d * qd, T, qd, d);
+    for (size_t i = 0; i < size_t(T) * d; i++) mid[i] += x[i];
+    // x = x + SwiGLU(RMSNorm(x))
+    be.rmsnorm_forward(ln_.data(), rstd_.data(), mid, w + P.ln2 + size_t(l) * d, T, d, c.rms_norm_eps);
+    be.matmul_forward(gate_.data(), ln_.data(), w + P.wgate + size_t(l) * F * d, T, d, F);
+    be.matmul_forward(up_.data(), ln_.data(), w + P.wup + size_t(l) * F * d, T, d, F);
+    be.swiglu_forward(h_.data(), gate_.data(), up_.data(), T, F);
+    be.matmul_forward(x, h_.data(), w + P.wdown + size_t(l) * d * F, T, F, d);
+    for (size_t i = 0; i < size_t(T) * d; i++) x[i] += mid[i];
+  }
+  for (int i = 0; i < n_segs; i++) {
+    segs[i].cache->n_past += segs[i].n;
+    std::memcpy(last_.data() + size_t(i) * d, x + size_t(off[i] + segs[i].n - 1) * d, sizeof(float) * d);
+  }
+  be.rmsnorm_forward(ln_.data(), rstd_.data(), last_.data(), w + P.lnf, n_segs, d, c.rms_norm_eps);
+  be.matmul_forward(logits, ln_.data(), w + P.lm_head, n_segs, d, V);
+}
+
+void Engine::prefill(KvCache& c, const int32_t* tokens, int n, float* logits) {
+  LCX_CHECK(n >= 1, "engine: empty prompt (it needs at least a BOS token)");
+  LCX_CHECK(n <= c.room(), "prompt of {} tokens exceeds the context limit of {} tokens", c.n_past + n,
+            c.n_past + c.room());
+  for (int i = 0; i < n; i += opt_.chunk) {
+    Segment s{&c, tokens + i, std::min(opt_.chunk, n - i)};
+    forward(&s, 1, logits);
+  }
+}
+
+// ---------------------------------------------------------------- scheduler
+
+const char* to_string(Finish f) {
+  switch (f) {
+    case Finish::none: return "none";
+    case Finish::stop: return "stop";
+    case Finish::length: return "length";
+    case Finish::cancelled: return "cancelled";
+    case Finish::error: return "error";
+  }
+  return "?";
+}
+
+Scheduler::Scheduler(Engine& e, int max_batch) : e_(e), max_batch_(max_batch) {
+  LCX_CHECK(max_batch >= 1, "max_batch must be ≥ 1, got {}", max_batch);
+}
+
+Scheduler::~Scheduler() {
+  stop();
+  auto finish_all = [](GenRequest& r) { if (r.on_finish) for (int i = 0; i < r.n; i++) r.on_finish(i, Finish::cancelled); };
+  for (auto& r : queue_) finish_all(*r);
+  if (prefill_) finish_all(*prefill_->req);
+  for (auto& s : running_) if (s->req->on_finish) s->req->on_finish(s->index, Finish::cancelled);
+}
+
+void Scheduler::submit(std::shared_ptr<GenRequest> r) {
+  LCX_CHECK(!r->prompt.empty(), "the prompt is empty");
+  LCX_CHECK(r->n >= 1, "n must be ≥ 1, got {}", r->n);
+  LCX_CHECK(r->max_tokens >= 1, "max_tokens must be ≥ 1, got {}", r->max_tokens);
+  const int64_t limit = e_.max_sequence();
+  LCX_CHECK(int64_t(r->prompt.size()) + r->max_tokens <= limit,
+            "prompt ({} tokens) + max_tokens ({}) exceeds the model's context of {} tokens",
+            r->prompt.size(), r->max_tokens, limit);
+  const SamplerParams& p = r->sampling;
+  LCX_CHECK(p.temperature >= 0.0f && std::isfinite(p.temperature), "temperature must be ≥ 0, got {}", p.temperature);
+  LCX_CHECK(p.top_p > 0.0f && p.top_p <= 1.0f, "top_p must be in (0, 1], got {}", p.top_p);
+  LCX_CHECK(p.top_k >= 0, "top_k must be ≥ 0, got {}", p.top_k);
+  for (int32_t t : r->prompt)
+    LCX_CHECK(t >= 0 && t < e_.config().vocab_size, "token id {} is outside the vocabulary", t);
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    queue_.push_back(std::move(r));
+    stats_.requests++;
+    stats_.waiting = int(queue_.size());
+  }
+  cv_.notify_one();
+}
+
+void Scheduler::start() {
+  if (thread_.joinable()) return;
+  stopping_ = false;
+  thread_ = std::thread([this] { loop(); });
+}
+
+void Scheduler::stop() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Scheduler::loop() {
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait(lk, [&] { return stopping_ || !queue_.empty() || !running_.empty() || prefill_; });
+      if (stopping_) return;
+    }
+    try {
+      step();
+    } catch (const std::exception&) {  // never leave a client waiting
+      for (auto& s : running_) if (s->req->on_finish) s->req->on_finish(s->index, Finish::error);
+      running_.clear();
+      if (prefill_ && prefill_->req->on_finish)
+        for (int i = 0; i < prefill_->req->n; i++) prefill_->req->on_finish(i, Finish::error);
+      prefill_.reset();
+    }
+  }
+}
+
+SchedulerStats Scheduler::stats() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return stats_;
+}
+
+bool Scheduler::emit(Seq& s, int32_t token) {
+  GenRequest& r = *s.req;
+  Finish why = Finish::none;
+  if (token == r.eos) {
+    why = Finish::stop;
+  } else {
+    s.produced++;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stats_.generated_tokens++;
+    }
+    if (r.on_token && !r.on_token(s.index, token))
+      why = r.cancelled ? Finish::cancelled : Finish::stop;
+    else if (s.produced >= r.max_tokens)
+      why = Finish::length;
+  }
+  if (why == Finish::none) {
+    s.next = token;
+    return true;
+  }
+  if (r.on_finish) r.on_finish(s.index, why);
+  return false;
+}
+
+bool Scheduler::step() {
+  const int V = e_.config().vocab_size;
+  // Admit the oldest waiting request when its samples fit in the batch (or nothing runs).
+  if (!prefill_) {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (!queue_.empty() && (running_.empty() || int(running_.size()) + queue_.front()->n <= max_batch_)) {
+      prefill_ = std::make_unique<Prefill>(Prefill{queue_.front(), e_.new_cache(), 0});
+      queue_.pop_front();
+      stats_.waiting = int(queue_.size());
+    }
+  }
+  // Cancelled requests leave now (a client that disconnected frees its slots).
+  for (size_t i = 0; i < running_.size();) {
+    if (running_[i]->req->cancelled) {
+      if (running_[i]->req->on_finish) running_[i]->req->on_finish(running_[i]->index, Finish::cancelled);
+      running_.erase(running_.begin() + long(i));
+    } else {
+      i++;
+    }
+  }
+  if (prefill_ && prefill_->req->cancelled) {
+    GenRequest& r = *prefill_->req;
+    if (r.on_finish) for (int i = 0; i < r.n; i++) r.on_finish(i, Finish::cancelled);
+    prefill_.reset();
+  }
+  if (running_.empty() && !prefill_) {
+    std::lock_guard<std::mutex> lk(mu_);
+    stats_.running = 0;
+    return !queue_.empty();
+  }
+
+  std::vector<Segment> segs;
+  for (auto& s : running_) segs.push_back({&s->cache, &s->next, 1});
+  int chunk = 0;
+  if (prefill_) {
+    const auto& prompt = prefill_->req->prompt;
+    chunk = int(std::min<int64_t>(e_.options().chunk, int64_t(prompt.size()) - prefill_->done));
+    segs.push_back({&prefill_->cache, prompt.data() + prefill_->done, chunk});
+  }
+  logits_.resize(segs.size() * size_t(V));
+  e_.forward(segs.data(), int(segs.size()), logits_.data());
+
+  std::vector<std::unique_ptr<Seq>> keep;
+  for (size_t i = 0; i < running_.size(); i++) {
+    Seq& s = *running_[i];
+    if (emit(s, s.sampler.sample(logits_.data() + i * V, V))) keep.push_back(std::move(running_[i]));
+  }
+  running_ = std::move(keep);
+  if (prefill_) {
+    prefill_->done += chunk;
+    GenRequest& r = *prefill_->req;
+    if (prefill_->done == int64_t(r.prompt.size())) {
+      const float* lg = logits_.data() + (segs.size() - 1) * V;
+      for (int i = 0; i < r.n; i++) {  // n samples share the prefill: copy its cache
+        SamplerParams sp = r.sampling;
+        sp.seed += uint64_t(i);
+        auto s = std::make_unique<Seq>(Seq{prefill_->req, i, i + 1 < r.n ? prefill_->cache : std::move(prefill_->cache), Sampler(sp), 0, 0});
+        if (emit(*s, s->sampler.sample(lg, V))) running_.push_back(std::move(s));
+      }
+      std::lock_guard<std::mutex> lk(mu_);
+      stats_.prompt_tokens += int64_t(r.prompt.size());
+      prefill_.reset();
+    }
+  }
+  std::lock_guard<std::mutex> lk(mu_);
+  stats_.steps++;
+  stats_.running = int(running_.size());
+  return true;
+}
+
+}  // namespace longctx

@@ -1,0 +1,134 @@
+// The inference engine (DESIGN.md §2.2): the model's forward over KV caches instead of whole
+// sequences, with the op table of training (src/kernels/backend.h).
+//
+//   Engine::forward   one step over several sequences at once: each Segment feeds n tokens of
+//                     one sequence (a prefill chunk, or 1 token when decoding); the rows of all
+//                     segments go through the matmuls together, attention runs per segment
+//                     against [its cache's last w−1 entries + its own keys] (AttnShape::Tk).
+//   Engine::prefill   a prompt in chunks of EngineOptions::chunk tokens: a 1M-token prompt
+//                     streams through in memory bounded by the chunk and the window.
+//   Scheduler         continuous batching: requests join and leave between steps; each step is
+//                     one Engine::forward over every running sequence's next token plus one
+//                     prefill chunk of the oldest waiting request. `n` samples of a prompt share
+//                     its prefill (the cache is copied n times).
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "infer/kv_cache.h"
+#include "infer/sampler.h"
+#include "model/model.h"
+
+namespace longctx {
+
+struct EngineOptions {
+  int max_context = 1 << 20;  // bounds a growing (softmax-full) cache; SWAT runs past it
+  int chunk = 512;            // prefill tokens per forward
+};
+
+// n tokens of one sequence for Engine::forward (caches of one call must be distinct).
+struct Segment {
+  KvCache* cache = nullptr;
+  const int32_t* tokens = nullptr;
+  int n = 0;
+};
+
+class Engine {
+ public:
+  Engine(Model& m, const EngineOptions& opt);
+  const Config& config() const { return m_.config; }
+  const EngineOptions& options() const { return opt_; }
+  KvCache new_cache() const { return kv_cache_init(m_.config, opt_.max_context); }
+  // Tokens a new sequence may hold in total (prompt + generated).
+  int64_t max_sequence() const { return new_cache().room(); }
+
+  // Feeds each segment's tokens at positions cache->n_past.. and appends their keys/values;
+  // writes the logits (V) of each segment's last token to logits + i·V.
+  void forward(const Segment* segs, int n_segs, float* logits);
+  // Chunked prefill of n ≥ 1 tokens; logits (V) of the last one.
+  void prefill(KvCache& c, const int32_t* tokens, int n, float* logits);
+  size_t scratch_bytes() const;
+
+ private:
+  void reserve(int T, int n_segs, int kv_rows);
+  Model& m_;
+  EngineOptions opt_;
+  int T_max_ = 0;
+  std::vector<float> x_, ln_, rstd_, q_, k_, v_, att_, lse_, mid_, gate_, up_, h_, last_;
+  std::vector<int32_t> tokens_, pos_;
+  std::vector<std::vector<float>> gk_, gv_;  // per-thread [cache + chunk] keys/values
+};
+
+enum class Finish { none, stop, length, cancelled, error };
+const char* to_string(Finish f);
+
+// One request: n samples of a prompt. Callbacks run on the scheduler's thread.
+struct GenRequest {
+  std::vector<int32_t> prompt;  // ≥ 1 token
+  int n = 1;
+  int max_tokens = 16;          // per sample
+  SamplerParams sampling;       // sample i draws with seed + i
+  int32_t eos = -1;             // ends a sample (not passed to on_token)
+  // A new token of sample i; return false to end the sample (stop string, client gone).
+  std::function<bool(int i, int32_t token)> on_token;
+  // Sample i finished (once per sample); after the last one the request is done.
+  std::function<void(int i, Finish why)> on_finish;
+  std::atomic<bool> cancelled{false};  // set from any thread: frees the request's slots
+};
+
+struct SchedulerStats {
+  int64_t requests = 0, prompt_tokens = 0, generated_tokens = 0, steps = 0;
+  int waiting = 0, running = 0;  // requests queued for prefill, sequences decoding
+};
+
+class Scheduler {
+ public:
+  Scheduler(Engine& e, int max_batch);
+  ~Scheduler();  // stops the thread, cancels what is left
+  // Queue a request (thread-safe). Throws Error if it can never fit (prompt too long).
+  void submit(std::shared_ptr<GenRequest> r);
+  void start();                 // run steps on a background thread
+  void stop();
+  bool step();                  // one step on the caller's thread; false when idle
+  void run_until_idle() { while (step()) {} }
+  SchedulerStats stats() const;
+
+ private:
+  struct Seq {
+    std::shared_ptr<GenRequest> req;
+    int index = 0;
+    KvCache cache;
+    Sampler sampler;
+    int32_t next = 0;  // sampled, not yet fed
+    int produced = 0;
+  };
+  struct Prefill {
+    std::shared_ptr<GenRequest> req;
+    KvCache cache;
+    int64_t done = 0;
+  };
+  bool emit(Seq& s, int32_t token);  // false: the sequence finished
+  void loop();
+
+  Engine& e_;
+  int max_batch_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<GenRequest>> queue_;  // guarded by mu_
+  std::vector<std::unique_ptr<Seq>> running_;      // scheduler thread only
+  std::unique_ptr<Prefill> prefill_;
+  SchedulerStats stats_;                           // guarded by mu_
+  std::thread thread_;
+  bool stopping_ = false;
+  std::vector<float> logits_;
+};
+
+}  // namespace longctx

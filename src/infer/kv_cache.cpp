@@ -1,0 +1,72 @@
+#include "infer/kv_cache.h"
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+
+#include "core/error.h"
+
+namespace longctx {
+
+KvCache kv_cache_init(const Config& c, int max_context) {
+  LCX_CHECK(max_context >= 1, "max_context must be ≥ 1, got {}", max_context);
+  KvCache kv;
+  kv.layers = c.num_hidden_layers;
+  kv.kvd = c.num_key_value_heads * c.head_dim();
+  kv.window = c.window;
+  kv.capacity = std::min(c.window, max_context);
+  kv.k.resize(kv.layers);
+  kv.v.resize(kv.layers);
+  return kv;
+}
+
+int KvCache::n_old() const {
+  return int(std::min<int64_t>({n_past, int64_t(window) - 1, int64_t(capacity)}));
+}
+
+int64_t KvCache::room() const {
+  // A ring holding the whole window may wrap forever; positions are int32 for RoPE.
+  if (capacity >= window) return int64_t(INT32_MAX) - n_past;
+  return int64_t(capacity) - n_past;
+}
+
+size_t KvCache::bytes() const { return size_t(layers) * 2 * size_t(rows) * kvd * sizeof(float); }
+
+void kv_cache_reserve(KvCache& c, int n) {
+  LCX_CHECK(n <= c.room(), "context of {} tokens exceeds the KV cache ({} tokens: the model's "
+            "window {} and max_context {})", c.n_past + n, c.n_past + c.room(), c.window,
+            c.capacity);
+  const int64_t need = std::min<int64_t>(c.capacity, c.n_past + n);
+  if (need <= c.rows) return;
+  // Grow geometrically; before the first wrap (n_past < capacity) slot p % capacity == p.
+  const int rows = int(std::min<int64_t>(c.capacity, std::max<int64_t>(need, 2 * int64_t(c.rows))));
+  for (int l = 0; l < c.layers; l++) {
+    c.k[l].resize(size_t(rows) * c.kvd);
+    c.v[l].resize(size_t(rows) * c.kvd);
+  }
+  c.rows = rows;
+}
+
+void kv_cache_gather(const KvCache& c, int l, float* k_out, float* v_out) {
+  const int n = c.n_old(), kvd = c.kvd;
+  const int64_t first = c.n_past - n;
+  int done = 0;
+  while (done < n) {  // at most two runs: up to the end of the ring, then from slot 0
+    const int slot = int((first + done) % c.capacity);
+    const int run = std::min(n - done, c.capacity - slot);
+    std::memcpy(k_out + size_t(done) * kvd, c.k[l].data() + size_t(slot) * kvd, sizeof(float) * run * kvd);
+    std::memcpy(v_out + size_t(done) * kvd, c.v[l].data() + size_t(slot) * kvd, sizeof(float) * run * kvd);
+    done += run;
+  }
+}
+
+void kv_cache_store(KvCache& c, int l, const float* k, const float* v, int n) {
+  const int kvd = c.kvd, keep = std::min(n, c.capacity);
+  for (int i = n - keep; i < n; i++) {
+    const int slot = int((c.n_past + i) % c.capacity);
+    std::memcpy(c.k[l].data() + size_t(slot) * kvd, k + size_t(i) * kvd, sizeof(float) * kvd);
+    std::memcpy(c.v[l].data() + size_t(slot) * kvd, v + size_t(i) * kvd, sizeof(float) * kvd);
+  }
+}
+
+}  // namespace longctx
