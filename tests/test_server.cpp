@@ -8,7 +8,10 @@
 #include <httplib.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <csignal>
 
 #include <chrono>
 #include <filesystem>
@@ -17,6 +20,7 @@
 #include <thread>
 
 #include "infer/server.h"
+#include "model/checkpoint.h"
 #include "model/params.h"
 #include "tokenizer/tokenizer.h"
 
@@ -311,4 +315,38 @@ TEST_F(ServerTest, OfficialOpenAINodeClient) {
   const int rc = pclose(p);
   EXPECT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("all checks passed"), std::string::npos) << out;
+}
+
+// The `longctx serve` command itself: starts on a free port, answers, stops on SIGTERM.
+TEST_F(ServerTest, CliServeStartsAnswersAndStopsOnSigterm) {
+  const fs::path ck = env->dir / "ckpt";
+  checkpoint_save(ck.string(), env->model->config, env->model->params.data(), env->model->layout,
+                  nullptr, (env->dir / "tokenizer.model").string());
+  int out[2];
+  ASSERT_EQ(pipe(out), 0);
+  const std::string bin = std::string(LONGCTX_BINARY_DIR) + "/longctx";
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(out[1], 1);
+    close(out[0]);
+    execl(bin.c_str(), bin.c_str(), "serve", "--ckpt", ck.c_str(), "--port", "0", "--model-name", "cli",
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(out[1]);
+  std::string line;
+  char ch;
+  while (read(out[0], &ch, 1) == 1 && ch != '\n') line += ch;
+  close(out[0]);
+  const size_t colon = line.rfind(':');
+  ASSERT_NE(colon, std::string::npos) << "serve printed: " << line;
+  const int port = std::stoi(line.substr(colon + 1));
+  httplib::Client c("127.0.0.1", port);
+  auto r = c.Post("/v1/completions", R"({"model": "cli", "prompt": "Hello", "max_tokens": 4})", "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }

@@ -42,7 +42,9 @@ void register_bench(CLI::App& app) {
   auto po = std::make_shared<BenchProfileOpts>();
   pr->add_option("--device", po->backend, "Backend: cpu | cpu_ref | cuda")->capture_default_str();
   pr->add_option("--preset", po->preset, "Model preset")->capture_default_str();
-  pr->add_option("--lengths", po->lengths, "Sequence lengths to measure")->capture_default_str();
+  pr->add_option("--lengths", po->lengths, "Sequence lengths to measure (comma-separated)")
+      ->delimiter(',')
+      ->capture_default_str();
   pr->add_option("--repeats", po->repeats, "Timed repeats per point (median)")->capture_default_str();
   pr->add_option("--out", po->out, "Write the profile JSON here (read by plan/simulate --cost)");
   pr->callback([po] { fmt::print("{}\n", bench_profile(*po).dump()); });

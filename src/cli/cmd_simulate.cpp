@@ -44,7 +44,7 @@ void plot_ranks(const SimResult& r, const std::string& out) {
                              r.setup["model"].get<std::string>(), r.setup["gpus"].get<int>(),
                              r.setup["global_tokens"].get<int64_t>()))
      << "\nset style fill solid 0.8 noborder\nset boxwidth 0.9 relative\nset grid y\n"
-     << "set ylabel 'seconds'\nset yrange [0:" << ymax * 1.05 << "]\n";
+     << "set ylabel 'seconds'\nset yrange [0:" << ymax * 1.05 << "]\nset xrange [-1:" << r.plan_static.ranks.size() << "]\n";
   for (int i = 0; i < 3; i++) {
     fs::path dat = tmp / fmt::format("ranks{}.dat", i);
     std::ofstream d(dat);
@@ -97,7 +97,9 @@ void register_simulate(CLI::App& app) {
   cmd->add_option("--json", o->json_out, "Write the results as JSON here");
   cmd->add_option("--plot-ranks", o->plot_ranks, "PNG: per-rank time, static vs naive vs balanced");
   cmd->add_option("--plot-context", o->plot_context, "PNG: speedup of each stage vs context length");
-  cmd->add_option("--contexts", o->contexts, "Context lengths for --plot-context")->capture_default_str();
+  cmd->add_option("--contexts", o->contexts, "Context lengths for --plot-context (comma-separated)")
+      ->delimiter(',')
+      ->capture_default_str();
   cmd->callback([o] {
     SimResult r = simulate(o->sim);
     fmt::print("{}", sim_table(r, true));

@@ -162,7 +162,7 @@ ModelShape model_shape_preset(const std::string& name) {
   } else if (name == "13b") {
     m.layers = 40; m.hidden = 5120; m.heads = 40; m.kv_heads = 40; m.ffn = 13824; m.tp = 8; m.pp = 1;
   } else if (name == "30b") {
-    m.layers = 60; m.hidden = 6656; m.heads = 52; m.kv_heads = 52; m.ffn = 17920; m.tp = 8; m.pp = 2;
+    m.layers = 60; m.hidden = 6656; m.heads = 52; m.kv_heads = 52; m.ffn = 17920; m.tp = 4; m.pp = 4;
   } else if (name == "70b") {
     m.layers = 80; m.hidden = 8192; m.heads = 64; m.kv_heads = 8; m.ffn = 28672; m.tp = 8; m.pp = 4;
   } else {

@@ -72,6 +72,23 @@ void check_options(const PlanOptions& o) {
   LCX_CHECK(o.ranks_per_node > 0, "ranks per node must be > 0");
 }
 
+// Exposed context-parallel communication per layer of one of d ranks sharing `tokens` tokens,
+// whose attention compute per rank (the only compute CP traffic overlaps with) is att_s.
+double cp_comm_raw(int64_t tokens, int d, double att_s, const Link& link, const PlanOptions& o) {
+  if (d <= 1 || o.kv_bytes_per_token <= 0) return 0.0;
+  double comm;
+  if (o.window > 0)  // SWAT: K/V halo of w−1 rows forward, their gradients backward
+    comm = 2.0 * link.time(o.kv_bytes_per_token * (o.window - 1));
+  else  // ring: d−1 steps of the local KV chunk forward; KV + dKV backward
+    comm = 3.0 * (d - 1) * link.time(o.kv_bytes_per_token * double(tokens) / d);
+  return std::max(0.0, comm - att_s);
+}
+
+// The same for one long sequence of s tokens over d ranks.
+double cp_comm_exposed(int64_t s, int d, const PlanOptions& o, const Link& link) {
+  return cp_comm_raw(s, d, o.cost.alpha1 * double(s) * double(s) / d, link, o);
+}
+
 // One unit of work: a long sequence over D ranks, or a packed bin of short sequences on one rank.
 struct Unit {
   int32_t seq = -1;            // long sequence id, or −1 for a bin
@@ -109,13 +126,7 @@ struct Builder {
   // Exposed context-parallel communication per layer of a rank holding 1/d of `tokens` tokens
   // whose attention compute per rank is att_s (the only compute CP comm overlaps with).
   double cp_comm(int64_t tokens, int d, double att_s, const Link& link) const {
-    if (d <= 1 || o.kv_bytes_per_token <= 0) return 0.0;
-    double comm;
-    if (o.window > 0)  // SWAT: K/V halo of w−1 rows forward, their gradients backward
-      comm = 2.0 * link.time(o.kv_bytes_per_token * (o.window - 1));
-    else  // ring: d−1 steps of the local KV chunk forward; KV + dKV backward
-      comm = 3.0 * (d - 1) * link.time(o.kv_bytes_per_token * double(tokens) / d);
-    return std::max(0.0, comm - att_s);
+    return cp_comm_raw(tokens, d, att_s, link, o);
   }
 
   // Run `u` on ranks rk (start when all are ready: they exchange K/V), append micro-batches.
@@ -223,12 +234,21 @@ void make_units(const std::vector<int64_t>& len, const PlanOptions& o, std::vect
   std::vector<int32_t> shorts;
   const double l = o.layers;
   for (size_t i = 0; i < len.size(); i++) {
-    const int64_t s = len[i];
-    LCX_CHECK(s > 0, "sequence {} has length {} (must be > 0)", i, s);
-    if (s <= o.capacity) {
-      shorts.push_back(int32_t(i));
-      continue;
+    LCX_CHECK(len[i] > 0, "sequence {} has length {} (must be > 0)", i, len[i]);
+    if (len[i] <= o.capacity) shorts.push_back(int32_t(i));
+  }
+  bins = pack_best_fit(len, shorts, o.capacity);
+  if (piece_cap < 0) {  // the largest packed micro-batch (at least one full C-token slice)
+    piece_cap = piece_time(o.capacity, 1, o);
+    for (const auto& b : bins) {
+      double t = l * o.cost.gamma;
+      for (int32_t q : b) t += piece_time(len[size_t(q)], 1, o) - l * o.cost.gamma;
+      piece_cap = std::max(piece_cap, t);
     }
+  }
+  for (size_t i = 0; i < len.size(); i++) {
+    const int64_t s = len[i];
+    if (s <= o.capacity) continue;
     Unit u;
     u.seq = int32_t(i);
     u.r = offload_ratio(s, o);
@@ -243,16 +263,26 @@ void make_units(const std::vector<int64_t>& len, const PlanOptions& o, std::vect
       const double need = over > 0 ? std::ceil(piece_time(s, 1, o) / over - 1e-9) : double(o.ranks);
       int d = int(std::min<double>(need, o.ranks));
       if (!may_exceed_d0) d = std::min(d, ranks_for(s, 0.0, o));
-      if (d > u.d) {
-        u.d = d;
-        u.r = offload_ratio_for(s, d, o);
+      // More ranks cut compute per rank but not ring traffic: stop where the estimate (compute +
+      // exposed communication over the inter-node link) stops improving.
+      int best = u.d;
+      double best_t = piece_time(s, u.d, o) + l * cp_comm_exposed(s, u.d, o, o.link_inter);
+      for (int k = u.d + 1; k <= d; k++) {
+        const double t = piece_time(s, k, o) + l * cp_comm_exposed(s, k, o, o.link_inter);
+        if (t < best_t) {
+          best_t = t;
+          best = k;
+        }
+      }
+      if (best > u.d) {
+        u.d = best;
+        u.r = offload_ratio_for(s, best, o);
       }
     }
     u.tokens = s;
     u.work = piece_time(s, u.d, o) - l * o.cost.gamma;
     units.push_back(u);
   }
-  bins = pack_best_fit(len, shorts, o.capacity);
   for (size_t b = 0; b < bins.size(); b++) {
     Unit u;
     u.bin = int32_t(b);
@@ -327,7 +357,9 @@ Plan plan_balance(const std::vector<int64_t>& len, const PlanOptions& o, bool pp
   check_options(o);
   double total = 0;
   for (int64_t s : len) total += piece_time(s, 1, o) - (s <= o.capacity ? o.layers * o.cost.gamma : 0.0);
-  make_units(len, o, units, bins, total / o.ranks, true);
+  // With pipelines, a rank's largest micro-batch also costs (pp − 1) times itself in bubbles:
+  // cap long slices at the largest packed micro-batch instead (piece_cap < 0).
+  make_units(len, o, units, bins, o.pp > 1 ? -1.0 : total / o.ranks, true);
   std::stable_sort(units.begin(), units.end(), [](const Unit& a, const Unit& b) {
     if ((a.seq >= 0) != (b.seq >= 0)) return a.seq >= 0;
     return a.work > b.work;

@@ -24,7 +24,7 @@ struct Piece {
 // The 99 % below 128K then average ≈ 4.9K: 80 % log-uniform [128, 4K], 17 % [4K, 32K],
 // 2 % [32K, 128K]. (lengths_sample checks nothing; tests/test_planner.cpp checks the shares.)
 const std::vector<Piece> kByteScale = {{0.80, 128, 4096},       {0.17, 4096, 32768},
-                                       {0.0195, 32768, 131072}, {0.0095, 131072, 573440},
+                                       {0.02, 32768, 131072}, {0.0095, 131072, 573440},
                                        {0.0005, 2097152, 2097152}};
 // GitHub-like (code repositories concatenated per repo): a heavier middle and tail — our
 // assumption, not the paper's numbers: 55 % ≤ 4K, 30 % 4K–32K, 12 % 32K–256K, 3 % 256K–2M.

@@ -1,0 +1,182 @@
+// Cluster simulator (src/dist/simulator) and the `longctx plan|simulate|bench profile` commands:
+// presets, scale, ablation ordering, JSON outputs, and bad inputs giving clear errors.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fmt/format.h>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "dist/simulator.h"
+
+namespace fs = std::filesystem;
+using namespace longctx;
+
+namespace {
+
+struct CliRun {
+  int code;
+  std::string out;
+};
+
+CliRun run_cli(const std::string& args) {
+  std::string cmd = std::string(LONGCTX_BINARY_DIR) + "/longctx " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int status = pclose(p);
+  return CliRun{WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), out};
+}
+
+#define EXPECT_ERROR(r, needle)                                                \
+  do {                                                                         \
+    EXPECT_EQ((r).code, 1) << (r).out;                                         \
+    EXPECT_NE((r).out.find(needle), std::string::npos) << (r).out;             \
+    EXPECT_EQ((r).out.find("terminate called"), std::string::npos) << (r).out; \
+  } while (0)
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+fs::path tmpfile(const std::string& name) {
+  return fs::temp_directory_path() / fmt::format("lcx_sim_{}_{}", getpid(), name);
+}
+
+}  // namespace
+
+TEST(Simulator, AblationStagesImproveOnThePaperSetup) {
+  SimOptions o;  // 7B, 2M context, 1,024 H100, bytescale distribution, 32M tokens
+  o.steps = 1;
+  SimResult r = simulate(o);
+  ASSERT_EQ(r.stages.size(), 5u);
+  EXPECT_DOUBLE_EQ(r.stages[0].speedup, 1.0);
+  EXPECT_GT(r.stages[1].speedup, 1.1) << "dynamic communication removes the short sequences' ring traffic";
+  EXPECT_GE(r.stages[2].speedup, r.stages[1].speedup * 0.999) << "selective offloading helps on this setup";
+  EXPECT_GT(r.stages[3].speedup, r.stages[2].speedup) << "balance scheduler";
+  EXPECT_GT(r.stages[4].speedup, r.stages[3].speedup) << "remote loader takes loading off the step";
+  EXPECT_LT(r.stages[3].imbalance_s, r.stages[1].imbalance_s);
+  EXPECT_EQ(r.setup["hdp_ranks"].get<int>(), 256);
+  EXPECT_GT(r.setup["capacity"].get<int64_t>(), 8192);
+  EXPECT_LT(r.plan_time_s, 1.0);
+  nlohmann::json j = sim_to_json(r);
+  EXPECT_EQ(j["stages"][4]["paper_speedup"].get<double>(), 3.89);
+  EXPECT_NE(sim_table(r, true).find("(d) + balance scheduler"), std::string::npos);
+}
+
+TEST(Simulator, PresetsAndScale) {
+  for (const char* m : {"13b", "30b", "70b"}) {
+    SimOptions o;
+    o.model = m;
+    o.steps = 1;
+    o.context = 512 << 10;
+    SimResult r = simulate(o);
+    EXPECT_GT(r.stages[4].tokens_per_s, r.stages[0].tokens_per_s) << m;
+  }
+  SimOptions big;
+  big.gpus = 12288;
+  big.steps = 1;
+  big.global_tokens = int64_t(32) << 20;
+  SimResult r = simulate(big);
+  EXPECT_EQ(r.setup["hdp_ranks"].get<int>(), 3072);
+  EXPECT_LT(r.plan_time_s, 1.0);
+  SimOptions swat;
+  swat.window = 4096;
+  swat.steps = 1;
+  SimResult rs = simulate(swat);
+  EXPECT_GT(rs.stages[4].tokens_per_s, r.stages[0].tokens_per_s * 0.0);  // runs
+}
+
+TEST(Simulator, BadSettingsGiveClearErrors) {
+  SimOptions o;
+  o.model = "175b";
+  EXPECT_NE(error_of([&] { simulate(o); }).find("unknown model '175b'"), std::string::npos);
+  o = SimOptions{};
+  o.hardware = "tpu";
+  EXPECT_NE(error_of([&] { simulate(o); }).find("unknown hardware 'tpu'"), std::string::npos);
+  o = SimOptions{};
+  o.tp = 3;
+  EXPECT_NE(error_of([&] { simulate(o); }).find("--tp 3"), std::string::npos);
+  o = SimOptions{};
+  o.dist = "pareto";
+  EXPECT_NE(error_of([&] { simulate(o); }).find("unknown length distribution 'pareto'"), std::string::npos);
+  o = SimOptions{};
+  o.gpus = 64;  // 16 ranks × 58K tokens < 2M
+  std::string e = error_of([&] { simulate(o); });
+  EXPECT_NE(e.find("only 16"), std::string::npos) << e;
+}
+
+TEST(PlanCli, HelpAndJson) {
+  for (const char* c : {"plan", "simulate", "bench profile"}) {
+    CliRun r = run_cli(std::string(c) + " --help");
+    EXPECT_EQ(r.code, 0) << c << r.out;
+    EXPECT_NE(r.out.find("Usage"), std::string::npos) << c << r.out;
+  }
+  fs::path lf = tmpfile("lengths.txt"), jf = tmpfile("plan.json");
+  {
+    std::ofstream o(lf);
+    o << "# one batch\n300000\n1000\n2000\n70000\n500\n";
+  }
+  CliRun r = run_cli(fmt::format("plan --lengths {} --ranks 16 --capacity 65536 --json {}", lf.string(), jf.string()));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("step time"), std::string::npos) << r.out;
+  std::ifstream in(jf);
+  nlohmann::json j = nlohmann::json::parse(in);
+  EXPECT_EQ(j["sequences"].size(), 5u);
+  EXPECT_EQ(j["rank_plans"].size(), 16u);
+  int64_t tokens = 0;
+  for (const auto& rp : j["rank_plans"])
+    for (const auto& mb : rp["micro_batches"])
+      for (const auto& sl : mb["slices"]) tokens += sl[2].get<int64_t>() - sl[1].get<int64_t>();
+  EXPECT_EQ(tokens, 300000 + 1000 + 2000 + 70000 + 500);
+  r = run_cli(fmt::format("plan --lengths {} --ranks 16 --capacity 65536 --scheduler static", lf.string()));
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("d_cp = 8"), std::string::npos) << r.out;
+  fs::remove(lf);
+  fs::remove(jf);
+}
+
+TEST(PlanCli, BadInputs) {
+  fs::path lf = tmpfile("bad.txt");
+  {
+    std::ofstream o(lf);
+    o << "1024\n4096\n12x\n";
+  }
+  EXPECT_ERROR(run_cli(fmt::format("plan --lengths {} --ranks 8", lf.string())), lf.string() + ":3:");
+  EXPECT_ERROR(run_cli("plan --dist zipf --ranks 8"), "unknown length distribution 'zipf'");
+  EXPECT_ERROR(run_cli("plan --dist bytescale --ranks 4 --capacity 65536 --no-offload"),
+               "but only 4 HDP ranks exist");
+  EXPECT_ERROR(run_cli("plan --dist bytescale --ranks 64 --scheduler fifo"), "unknown scheduler 'fifo'");
+  EXPECT_ERROR(run_cli("plan --lengths /nonexistent/lengths.txt --ranks 4"), "cannot open lengths file");
+  EXPECT_ERROR(run_cli("simulate --dist zipf --steps 1"), "unknown length distribution 'zipf'");
+  EXPECT_ERROR(run_cli("simulate --model 1t"), "unknown model '1t'");
+  EXPECT_ERROR(run_cli("simulate --gpus 64 --steps 1"), "only 16");
+  EXPECT_ERROR(run_cli("plan --dist bytescale --ranks 64 --cost /nonexistent.json"), "cannot open cost profile");
+  fs::remove(lf);
+}
+
+TEST(PlanCli, ProfileFitsAndFeedsThePlanner) {
+  fs::path pf = tmpfile("profile.json");
+  CliRun r = run_cli(fmt::format("bench profile --preset tiny --lengths 32,64,96 --repeats 1 --out {}", pf.string()));
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::ifstream in(pf);
+  nlohmann::json j = nlohmann::json::parse(in);
+  EXPECT_EQ(j["points"].size(), 3u);
+  EXPECT_GT(j["act"]["alpha2"].get<double>(), 0.0);
+  for (const auto& p : j["points"]) EXPECT_GT(p["act_bytes"].get<double>(), 0.0);
+  r = run_cli(fmt::format("plan --dist bytescale --tokens 200000 --context 16384 --ranks 8 --capacity 4096 --layers 4 --cost {}",
+                          pf.string()));
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("planned"), std::string::npos) << r.out;
+  fs::remove(pf);
+}
