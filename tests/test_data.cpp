@@ -17,30 +17,16 @@
 #include "data/prepare.h"
 #include "data/shard.h"
 #include "tokenizer/tokenizer.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using namespace longctx;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("longctx_test_data_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
+using longctx::testing::TempDir;
 
-void write_file(const std::string& path, const std::string& bytes) {
-  fs::create_directories(fs::path(path).parent_path());
-  std::ofstream f(path, std::ios::binary);
-  f << bytes;
-}
+using longctx::testing::write_file;
 
 std::string read_all(const std::string& path) {
   std::ifstream f(path, std::ios::binary);

@@ -10,24 +10,14 @@
 #include "core/error.h"
 #include "data/corpus.h"
 #include "tokenizer/tokenizer.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using namespace longctx;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("longctx_test_tok_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
+using longctx::testing::TempDir;
 
 template <class F>
 void expect_error(F&& f, std::vector<std::string> parts) {

@@ -1,0 +1,61 @@
+// Helpers shared by the test programs: scratch directories, files, and running the CLI.
+#pragma once
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+namespace longctx::testing {
+
+// A fresh directory under the system temp dir, removed when the object goes out of scope.
+struct TempDir {
+  std::filesystem::path path;
+  explicit TempDir(const std::string& tag = "test") {
+    static int counter = 0;
+    path = std::filesystem::temp_directory_path() /
+           ("longctx_" + tag + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() { std::filesystem::remove_all(path); }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string file(const std::string& name) const { return (path / name).string(); }
+};
+
+// Writes `bytes` to `path`, creating parent directories.
+inline void write_file(const std::string& path, const std::string& bytes) {
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+  std::ofstream(path, std::ios::binary) << bytes;
+}
+
+struct CliRun {
+  int code;         // exit code (128 + signal if killed)
+  std::string out;  // stdout and stderr together
+};
+
+// Runs `longctx ARGS` from the build tree.
+inline CliRun run_cli(const std::string& args) {
+  std::string cmd = std::string(LONGCTX_BINARY_DIR) + "/longctx " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int status = pclose(p);
+  return CliRun{WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), out};
+}
+
+}  // namespace longctx::testing
+
+// A CLI run that failed cleanly: exit code 1, the message contains `needle`, no crash.
+#define EXPECT_CLI_ERROR(r, needle)                                            \
+  do {                                                                         \
+    EXPECT_EQ((r).code, 1) << (r).out;                                         \
+    EXPECT_NE((r).out.find(needle), std::string::npos) << (r).out;             \
+    EXPECT_EQ((r).out.find("terminate called"), std::string::npos) << (r).out; \
+  } while (0)
