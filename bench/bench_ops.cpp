@@ -11,22 +11,13 @@
 #include <string>
 #include <vector>
 
+#include "core/memstat.h"
 #include "core/rng.h"
 #include "kernels/backend.h"
 
 using namespace longctx;
 
 namespace {
-
-// VmRSS / VmHWM of this process in MiB; reset_peak() sets VmHWM to the current VmRSS.
-double proc_status_mb(const char* key) {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind(key, 0) == 0) return std::stod(line.substr(std::strlen(key))) / 1024.0;
-  return 0;
-}
-void reset_peak() { std::ofstream("/proc/self/clear_refs") << "5"; }
 
 std::vector<float> randn(size_t n, uint64_t seed) {
   Rng r(seed);
@@ -35,10 +26,6 @@ std::vector<float> randn(size_t n, uint64_t seed) {
   return v;
 }
 
-double attn_flops_fwd(double S, double w, int H, int D) {
-  w = std::min(w, S);
-  return 4.0 * (S * w - w * w / 2) * D * H;
-}
 
 // args: S, window, H, D; backend and kind from the benchmark's name
 void BM_attention(benchmark::State& st, const char* backend, bool softmax, bool backward) {
@@ -63,7 +50,7 @@ void BM_attention(benchmark::State& st, const char* backend, bool softmax, bool 
                          v.data(), s);
   };
   const double rss0 = proc_status_mb("VmRSS:");
-  reset_peak();
+  reset_peak_rss();
   step();  // warm-up, and the memory measurement
   const double extra = proc_status_mb("VmHWM:") - rss0;
   for (auto _ : st) {
@@ -71,7 +58,7 @@ void BM_attention(benchmark::State& st, const char* backend, bool softmax, bool 
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
-  const double flops = attn_flops_fwd(S, w, H, D) * (backward ? 3.5 : 1.0);
+  const double flops = attention_flops_fwd(S, w, H, D) * (backward ? 3.5 : 1.0);
   st.counters["GFLOPs"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   st.counters["peak_extra_MB"] = extra;
 }

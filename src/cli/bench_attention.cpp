@@ -16,27 +16,13 @@
 
 #include "cli/bench.h"
 #include "core/error.h"
+#include "core/memstat.h"
 #include "core/rng.h"
 #include "kernels/backend.h"
 
 namespace longctx {
 
 namespace {
-
-// A field of /proc/self/status ("VmRSS:", "VmHWM:") in MiB; 0 where unavailable.
-double proc_status_mb(const char* key) {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind(key, 0) == 0) return std::stod(line.substr(std::strlen(key))) / 1024.0;
-  return 0;
-}
-// Resets VmHWM to the current VmRSS (Linux ≥ 4.0); false where not permitted.
-bool reset_peak_rss() {
-  std::ofstream f("/proc/self/clear_refs");
-  f << "5";
-  return bool(f.flush());
-}
 
 // {median, min} of `repeats` timed calls, in ms (the min is the least disturbed run on a shared
 // machine)
@@ -108,8 +94,7 @@ nlohmann::json bench_attention(const BenchAttentionOpts& o) {
   if (o.backward) fb = time_ms(o.repeats, [&] { fwd(); bwd(); });
   const double fwdbwd_ms = fb.first;
 
-  const double S = o.S, w = std::min<double>(o.window, o.S);
-  const double flops_fwd = 4.0 * (S * w - w * w / 2) * o.D * o.H;
+  const double flops_fwd = attention_flops_fwd(o.S, o.window, o.H, o.D);
   nlohmann::json j = {
       {"op", softmax ? "softmax_attention" : "swat_attention"},
       {"backend", o.backend},

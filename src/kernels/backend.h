@@ -37,6 +37,14 @@ struct AttnShape {
   int Tk = 0;
 };
 
+// Forward FLOPs of sliding-window attention by DESIGN.md §2.1's convention (shared with
+// shared/bench/torch_anchors.py): pairs = S·w − w²/2 per head (w clipped to S), forward =
+// 4·pairs·D·H; forward+backward counts 3.5 × forward.
+inline double attention_flops_fwd(double S, double w, int H, int D) {
+  w = w < S ? w : S;
+  return 4.0 * (S * w - w * w / 2) * D * H;
+}
+
 struct Backend {
   const char* name;
 
