@@ -9,7 +9,7 @@ namespace longctx {
 struct BenchAttentionOpts {
   std::string backend = "cpu";   // cpu | cpu_ref | cuda
   std::string kind = "swat";     // swat | softmax
-  int S = 4096, window = 256, H = 8, Hkv = 8, D = 64;
+  int S = 4096, window = 256, H = 8, Hkv = 0 /* 0: = H */, D = 64;
   int repeats = 5;
   bool backward = true;          // time forward+backward (else forward only)
 };

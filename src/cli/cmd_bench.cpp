@@ -19,12 +19,13 @@ void register_bench(CLI::App& app) {
   att->add_option("--seq,-S", ao->S, "Sequence length")->capture_default_str();
   att->add_option("--window,-w", ao->window, "Window")->capture_default_str();
   att->add_option("--heads", ao->H, "Query heads")->capture_default_str();
-  att->add_option("--kv-heads", ao->Hkv, "KV heads")->capture_default_str();
+  att->add_option("--kv-heads", ao->Hkv, "KV heads (default: = --heads)");
   att->add_option("--head-dim", ao->D, "Head dim")->capture_default_str();
   att->add_option("--repeats", ao->repeats, "Timed repeats (median)")->capture_default_str();
   att->add_flag("--fwd-only", *fwd_only, "Time the forward only");
   att->callback([ao, fwd_only] {
     ao->backward = !*fwd_only;
+    if (ao->Hkv == 0) ao->Hkv = ao->H;
     fmt::print("{}\n", bench_attention(*ao).dump());
   });
 
