@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -150,6 +151,10 @@ struct LoadResult {
   std::mutex mu;
   std::vector<double> good_ms, bad_ms;
   int good_ok = 0, good_fail = 0, bad_4xx = 0, bad_other = 0, disconnects = 0, disconnect_fail = 0;
+  std::map<std::string, int> why;  // failure → count
+  void fail(const httplib::Result& r) {
+    why[r ? "status " + std::to_string(r->status) + " " + r->body.substr(0, 80) : "http error " + httplib::to_string(r.error())]++;
+  }
 };
 
 int load(int argc, char** argv) {
@@ -190,7 +195,12 @@ int load(int argc, char** argv) {
         auto r = cli.Post(chat ? "/v1/chat/completions" : "/v1/completions", body, "application/json");
         std::lock_guard<std::mutex> lk(R.mu);
         R.bad_ms.push_back(1000 * secs(t0));
-        (r && r->status >= 400 && r->status < 500 && json::accept(r->body)) ? R.bad_4xx++ : R.bad_other++;
+        if (r && r->status >= 400 && r->status < 500 && json::accept(r->body)) {
+          R.bad_4xx++;
+        } else {
+          R.bad_other++;
+          R.fail(r);
+        }
         continue;
       }
       if (kind == 7) {  // stream, read the first bytes, hang up
@@ -220,6 +230,7 @@ int load(int argc, char** argv) {
       std::lock_guard<std::mutex> lk(R.mu);
       if (ok) R.good_ms.push_back(1000 * secs(t0));
       ok ? R.good_ok++ : R.good_fail++;
+      if (!ok) R.why[std::string(chat ? "chat " : "completion ") + (stream ? "stream" : "plain")]++, R.fail(r);
     }
     (void)wid;
   };
@@ -248,7 +259,7 @@ int load(int argc, char** argv) {
               {"good_p50_ms", pct(R.good_ms, 0.5)}, {"good_p99_ms", pct(R.good_ms, 0.99)},
               {"malformed_p50_ms", pct(R.bad_ms, 0.5)}, {"malformed_p99_ms", pct(R.bad_ms, 0.99)},
               {"drained", !metrics.empty()}, {"rss_before_mib", rss0}, {"rss_after_mib", proc_mib("VmRSS:")},
-              {"rss_peak_mib", proc_mib("VmHWM:")}};
+              {"rss_peak_mib", proc_mib("VmHWM:")}, {"failures", R.why}};
   std::puts(out.dump().c_str());
   server.stop();
   srv.join();

@@ -308,3 +308,35 @@ TEST(CostModel, LeastSquaresRecoversCoefficients) {
   EXPECT_DOUBLE_EQ(ib.time(50e9), 1.0 + 8e-6);
   EXPECT_DOUBLE_EQ(ib.time(0), 0.0);
 }
+
+TEST(Planner, JsonRoundTripForTheRuntime) {
+  Rng rng(3);
+  auto len = random_lengths(rng, 200, 40000);
+  PlanOptions o = opts_7b(16, 4096);
+  o.offload_bw = 64e9;
+  Plan p = plan_balance(len, o, false);
+  nlohmann::json j = plan_to_json(p, true);
+  Plan q = plan_from_json(nlohmann::json::parse(j.dump()), "plan.json");
+  ASSERT_NO_THROW(plan_check(q, len, o));
+  ASSERT_EQ(q.ranks.size(), p.ranks.size());
+  for (size_t r = 0; r < p.ranks.size(); r++) {
+    ASSERT_EQ(q.ranks[r].micro_batches.size(), p.ranks[r].micro_batches.size());
+    for (size_t m = 0; m < p.ranks[r].micro_batches.size(); m++)
+      for (size_t k = 0; k < p.ranks[r].micro_batches[m].slices.size(); k++) {
+        EXPECT_EQ(q.ranks[r].micro_batches[m].slices[k].seq, p.ranks[r].micro_batches[m].slices[k].seq);
+        EXPECT_EQ(q.ranks[r].micro_batches[m].slices[k].end, p.ranks[r].micro_batches[m].slices[k].end);
+      }
+  }
+  for (size_t i = 0; i < len.size(); i++) {
+    EXPECT_EQ(q.seqs[i].ranks, p.seqs[i].ranks);
+    EXPECT_DOUBLE_EQ(q.seqs[i].offload_ratio, p.seqs[i].offload_ratio);
+  }
+  nlohmann::json bad = j;
+  bad["rank_plans"][2]["micro_batches"][0]["slices"][0] = {1, 2};
+  std::string e = error_of([&] { plan_from_json(bad, "plan.json"); });
+  EXPECT_NE(e.find("plan.json: rank_plans[2].micro_batches[0].slices[0] must be [sequence, begin, end]"),
+            std::string::npos) << e;
+  bad = j;
+  bad.erase("sequences");
+  EXPECT_NE(error_of([&] { plan_from_json(bad, "plan.json"); }).find("missing \"sequences\""), std::string::npos);
+}

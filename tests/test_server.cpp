@@ -166,15 +166,17 @@ TEST_F(ServerTest, CompletionsGreedyNAndUsage) {
   EXPECT_EQ(r["usage"]["total_tokens"].get<int>(),
             r["usage"]["prompt_tokens"].get<int>() + r["usage"]["completion_tokens"].get<int>());
   // Seeded sampling is reproducible; different seeds differ.
-  json a = post_ok("/v1/completions", {{"prompt", "Hello"}, {"max_tokens", 12}, {"seed", 3}});
-  json b = post_ok("/v1/completions", {{"prompt", "Hello"}, {"max_tokens", 12}, {"seed", 3}});
-  json d = post_ok("/v1/completions", {{"prompt", "Hello"}, {"max_tokens", 12}, {"seed", 4}, {"top_p", 0.9}});
+  json a = post_ok("/v1/completions", {{"prompt", "Hello"}, {"max_tokens", 12}, {"seed", 3}, {"ignore_eos", true}});
+  json b = post_ok("/v1/completions", {{"prompt", "Hello"}, {"max_tokens", 12}, {"seed", 3}, {"ignore_eos", true}});
+  json d = post_ok("/v1/completions", {{"prompt", "Hello"}, {"max_tokens", 12}, {"seed", 4}, {"top_p", 0.9},
+                                       {"ignore_eos", true}});
+  EXPECT_EQ(a["usage"]["completion_tokens"], 12);
   EXPECT_EQ(a["choices"][0]["text"], b["choices"][0]["text"]);
   EXPECT_NE(a["choices"][0]["text"], d["choices"][0]["text"]);
 }
 
 TEST_F(ServerTest, StopStringCutsTheText) {
-  json body = {{"prompt", "Numbers"}, {"max_tokens", 24}, {"seed", 11}, {"temperature", 1}};
+  json body = {{"prompt", "Numbers"}, {"max_tokens", 24}, {"seed", 11}, {"temperature", 1}, {"ignore_eos", true}};
   json full = post_ok("/v1/completions", body);
   const std::string text = full["choices"][0]["text"];
   ASSERT_GE(text.size(), 6u) << text;
@@ -279,7 +281,8 @@ TEST_F(ServerTest, ClientDisconnectMidStreamFreesItsSlot) {
   a.sin_family = AF_INET, a.sin_port = htons(uint16_t(env->port));
   inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
   ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  const std::string body = json{{"prompt", "Hello"}, {"max_tokens", 150}, {"n", 4}, {"stream", true}}.dump();
+  const std::string body = json{{"prompt", "Hello"}, {"max_tokens", 20000}, {"n", 4}, {"stream", true},
+                                {"ignore_eos", true}}.dump();
   const std::string req = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-key\r\n"
                           "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
                           "\r\n\r\n" + body;
@@ -290,14 +293,21 @@ TEST_F(ServerTest, ClientDisconnectMidStreamFreesItsSlot) {
   // The request is cancelled at the next token it fails to send: nothing keeps running.
   auto c = client();
   bool freed = false;
-  for (int i = 0; i < 100 && !freed; i++) {
+  for (int i = 0; i < 200 && !freed; i++) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     auto m = c.Get("/metrics");
-    freed = m && m->body.find("longctx_running_sequences 0\n") != std::string::npos;
+    freed = m && m->body.find("longctx_running_sequences 0\n") != std::string::npos &&
+            m->body.find("longctx_queue_depth 0\n") != std::string::npos &&
+            m->body.find("longctx_engine_steps_total 0\n") == std::string::npos;
   }
   EXPECT_TRUE(freed);
+  // Cancelled long before its 4 × 20000 tokens, and counted as a disconnect.
   auto m = c.Get("/metrics");
-  EXPECT_EQ(m->body.find("longctx_client_disconnects_total 0\n"), std::string::npos);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->body.find("longctx_client_disconnects_total 0\n"), std::string::npos) << m->body;
+  const size_t g = m->body.find("\nlongctx_generated_tokens_total ");
+  ASSERT_NE(g, std::string::npos);
+  EXPECT_LT(std::stol(m->body.substr(g + 32)), 40000) << m->body;
   post_ok("/v1/completions", {{"prompt", "still alive"}, {"max_tokens", 3}});
 }
 

@@ -1,9 +1,9 @@
 // Cluster simulator (src/dist/simulator) and the `longctx plan|simulate|bench profile` commands:
 // presets, scale, ablation ordering, JSON outputs, and bad inputs giving clear errors.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
@@ -11,34 +11,21 @@
 
 #include "core/error.h"
 #include "dist/simulator.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using namespace longctx;
+using longctx::testing::CliRun;
 
 namespace {
 
-struct CliRun {
-  int code;
-  std::string out;
-};
-
+// One OpenMP thread for the CLI runs: its thread pool spinning against a loaded CI box costs 10x.
 CliRun run_cli(const std::string& args) {
-  std::string cmd = std::string(LONGCTX_BINARY_DIR) + "/longctx " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int status = pclose(p);
-  return CliRun{WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), out};
+  ::setenv("OMP_NUM_THREADS", "1", 1);
+  return longctx::testing::run_cli(args);
 }
 
-#define EXPECT_ERROR(r, needle)                                                \
-  do {                                                                         \
-    EXPECT_EQ((r).code, 1) << (r).out;                                         \
-    EXPECT_NE((r).out.find(needle), std::string::npos) << (r).out;             \
-    EXPECT_EQ((r).out.find("terminate called"), std::string::npos) << (r).out; \
-  } while (0)
+#define EXPECT_ERROR(r, needle) EXPECT_CLI_ERROR(r, needle)
 
 std::string error_of(const std::function<void()>& f) {
   try {
@@ -114,6 +101,29 @@ TEST(Simulator, BadSettingsGiveClearErrors) {
   o.gpus = 64;  // 16 ranks × 58K tokens < 2M
   std::string e = error_of([&] { simulate(o); });
   EXPECT_NE(e.find("only 16"), std::string::npos) << e;
+}
+
+TEST(Simulator, LengthsFromAFile) {
+  fs::path lf = tmpfile("sim_lengths.txt");
+  {
+    std::ofstream o(lf);
+    o << "# one global batch\n";
+    o << "1500000\n";
+    for (int i = 0; i < 2000; i++) o << 1000 + 37 * (i % 50) << "\n";
+  }
+  SimOptions o;
+  o.lengths_file = lf.string();
+  o.steps = 1;
+  SimResult r = simulate(o);
+  EXPECT_EQ(r.setup["distribution"].get<std::string>(), lf.string());
+  EXPECT_GT(r.stages[3].speedup, 1.0);
+  {
+    std::ofstream f(lf, std::ios::app);
+    f << "-5\n";
+  }
+  CliRun c = run_cli(fmt::format("simulate --lengths {} --steps 1", lf.string()));
+  EXPECT_ERROR(c, lf.string() + ":2003:");
+  fs::remove(lf);
 }
 
 TEST(PlanCli, HelpAndJson) {

@@ -13,5 +13,6 @@ void register_plot(CLI::App& app);      // cmd_plot.cpp
 void register_plan(CLI::App& app);      // cmd_plan.cpp
 void register_simulate(CLI::App& app);  // cmd_simulate.cpp
 void register_serve(CLI::App& app);     // cmd_serve.cpp
+void register_reps(CLI::App& app);      // cmd_reps.cpp
 
 }  // namespace longctx

@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   longctx::register_plan(app);
   longctx::register_simulate(app);
   longctx::register_serve(app);
+  longctx::register_reps(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

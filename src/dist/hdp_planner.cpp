@@ -143,6 +143,9 @@ struct Builder {
       SeqPlan& sp = p.seqs[size_t(u.seq)];
       sp.offload_ratio = u.r;
       for (int i = 0; i < u.d; i++) {
+        const double idle = start - ready[size_t(rk[i])];
+        if (idle > 1e-9 * (1 + start))  // this rank waits for its partners: a gap to backfill
+          gaps.push_back({rk[i], int32_t(p.ranks[size_t(rk[i])].micro_batches.size()), idle});
         MicroBatch mb;
         Slice sl{u.seq, s * i / u.d, s * (i + 1) / u.d};
         mb.tokens = sl.end - sl.begin;
@@ -156,21 +159,63 @@ struct Builder {
         p.comm_s += l * comm;
       }
     } else {
-      MicroBatch mb;
-      double t = o.cost.gamma;
-      for (int32_t q : bins[size_t(u.bin)]) {
-        const double s = double(len[size_t(q)]);
-        t += o.cost.alpha1 * s * s + o.cost.beta1 * s;
-        mb.slices.push_back(Slice{q, 0, len[size_t(q)]});
-        mb.tokens += len[size_t(q)];
-        p.seqs[size_t(q)].ranks.push_back(rk[0]);
-      }
-      mb.time_s = l * t;
       RankPlan& rp = p.ranks[size_t(rk[0])];
-      rp.busy_s += mb.time_s;
-      ready[size_t(rk[0])] = start + mb.time_s;
-      rp.micro_batches.push_back(std::move(mb));
+      rp.micro_batches.push_back(bin_batch(u.bin, rk[0]));
+      rp.busy_s += rp.micro_batches.back().time_s;
+      ready[size_t(rk[0])] = start + rp.micro_batches.back().time_s;
     }
+  }
+
+  MicroBatch bin_batch(int32_t bin, int32_t rank) {
+    MicroBatch mb;
+    double t = o.cost.gamma;
+    for (int32_t q : bins[size_t(bin)]) {
+      const double s = double(len[size_t(q)]);
+      t += o.cost.alpha1 * s * s + o.cost.beta1 * s;
+      mb.slices.push_back(Slice{q, 0, len[size_t(q)]});
+      mb.tokens += len[size_t(q)];
+      p.seqs[size_t(q)].ranks.push_back(rank);
+    }
+    mb.time_s = o.layers * t;
+    return mb;
+  }
+
+  // Where a rank waits for the partners of a long sequence: before micro-batch `index`.
+  struct Gap {
+    int32_t rank, index;
+    double length;
+  };
+  std::vector<Gap> gaps;
+
+  // Backfill: put bins (longest first) into the idle gaps, best fit; returns which were placed.
+  // Finish times do not change; the bins placed no longer load the ranks' ends.
+  std::vector<bool> backfill(const std::vector<Unit>& units, size_t first) {
+    std::vector<bool> placed(units.size(), false);
+    std::multimap<double, size_t> room;
+    std::vector<std::vector<size_t>> by_rank(p.ranks.size());
+    for (size_t g = 0; g < gaps.size(); g++) {
+      room.emplace(gaps[g].length, g);
+      by_rank[size_t(gaps[g].rank)].push_back(g);
+    }
+    for (size_t k = first; k < units.size() && !room.empty(); k++) {
+      const double t = units[k].work + o.layers * o.cost.gamma;
+      auto it = room.lower_bound(t);
+      if (it == room.end()) continue;
+      const size_t g = it->second;
+      room.erase(it);
+      Gap& gp = gaps[g];
+      RankPlan& rp = p.ranks[size_t(gp.rank)];
+      MicroBatch mb = bin_batch(units[k].bin, gp.rank);
+      rp.busy_s += mb.time_s;
+      rp.micro_batches.insert(rp.micro_batches.begin() + gp.index, std::move(mb));
+      for (size_t h : by_rank[size_t(gp.rank)])
+        if (gaps[h].index > gp.index || (h != g && gaps[h].index == gp.index)) gaps[h].index++;
+      gp.index++;
+      gp.length -= t;
+      if (gp.length > 0) room.emplace(gp.length, g);
+      placed[k] = true;
+    }
+    return placed;
   }
 
   Plan finish() {
@@ -263,16 +308,13 @@ void make_units(const std::vector<int64_t>& len, const PlanOptions& o, std::vect
       const double need = over > 0 ? std::ceil(piece_time(s, 1, o) / over - 1e-9) : double(o.ranks);
       int d = int(std::min<double>(need, o.ranks));
       if (!may_exceed_d0) d = std::min(d, ranks_for(s, 0.0, o));
-      // More ranks cut compute per rank but not ring traffic: stop where the estimate (compute +
-      // exposed communication over the inter-node link) stops improving.
+      // More ranks cut compute per rank but not ring traffic, and every rank of the sequence pays
+      // it: spread only while the communication stays hidden under attention (as at u.d).
       int best = u.d;
-      double best_t = piece_time(s, u.d, o) + l * cp_comm_exposed(s, u.d, o, o.link_inter);
+      const double base = cp_comm_exposed(s, std::max(2, u.d), o, o.link_inter);
       for (int k = u.d + 1; k <= d; k++) {
-        const double t = piece_time(s, k, o) + l * cp_comm_exposed(s, k, o, o.link_inter);
-        if (t < best_t) {
-          best_t = t;
-          best = k;
-        }
+        if (cp_comm_exposed(s, k, o, o.link_inter) > base + 1e-12) break;
+        best = k;
       }
       if (best > u.d) {
         u.d = best;
@@ -343,12 +385,17 @@ Plan plan_naive(const std::vector<int64_t>& len, const PlanOptions& o) {
 }
 
 // Alg. 2: ranks may run different numbers of micro-batches. Units sorted by work, longest first
-// (the "first bucket" holds the longest sequences). DP-balance: repeatedly the ranks furthest
-// behind the slowest (max_time − exec_time_i > δ) get the next unit — with a min-heap this is
-// longest-processing-time-first; a long sequence takes the D(s) least-loaded ranks.
-// PP-balance: long sequences as above; then the packed bins, longest first, are dealt *in order*
-// to the least-loaded rank until it reaches the mean load (within δ), so each pipeline gets
-// micro-batches of similar length (small bubbles).
+// (the "first bucket" holds the longest sequences).
+//  - Long sequences take the D least-loaded ranks. Beyond Eq. 3's D(s) (a minimum), a sequence
+//    whose slice would exceed the mean rank load (PP > 1: the largest packed micro-batch, since a
+//    rank's largest micro-batch also sets its pipeline bubble) spreads over more ranks, as long as
+//    its ring traffic stays hidden under attention; its r drops to what that rank count needs.
+//  - Ranks that wait for a long sequence's partners are backfilled with packed micro-batches.
+//  - DP-balance: the rest go to the rank furthest behind (min-heap: longest-processing-time
+//    first, i.e. Alg. 2's "ranks with max_time − exec_time_i > δ get the next sequences" with
+//    δ → 0; the result is within one micro-batch of even).
+//  - PP-balance: the rest, longest first, are dealt *in order* to the least-loaded rank until it
+//    reaches the mean load minus δ, so each pipeline gets micro-batches of similar length.
 Plan plan_balance(const std::vector<int64_t>& len, const PlanOptions& o, bool pp_balance) {
   std::vector<Unit> units;
   std::vector<std::vector<int32_t>> bins;
@@ -380,6 +427,13 @@ Plan plan_balance(const std::vector<int64_t>& len, const PlanOptions& o, bool pp
     std::sort(rk.begin(), rk.end());  // neighbours on the same node where possible
     bd.execute(units[k], rk.data());
     for (int32_t r : rk) heap.push({bd.ready[size_t(r)], r});
+  }
+  const std::vector<bool> placed = bd.backfill(units, k);
+  {  // drop the backfilled bins from what is left to deal
+    std::vector<Unit> rest(units.begin(), units.begin() + std::ptrdiff_t(k));
+    for (size_t j = k; j < units.size(); j++)
+      if (!placed[j]) rest.push_back(units[j]);
+    units.swap(rest);
   }
   if (!pp_balance) {
     for (; k < units.size(); k++) {
@@ -573,7 +627,7 @@ nlohmann::json plan_to_json(const Plan& p, bool full) {
   for (size_t r = 0; r < p.ranks.size(); r++) {
     const RankPlan& rp = p.ranks[r];
     json rj = {{"rank", r}, {"time_s", rp.time_s}, {"busy_s", rp.busy_s},
-               {"micro_batches", rp.micro_batches.size()}};
+               {"n_micro_batches", rp.micro_batches.size()}};
     if (full) {
       json mbs = json::array();
       for (const auto& mb : rp.micro_batches) {
@@ -587,6 +641,74 @@ nlohmann::json plan_to_json(const Plan& p, bool full) {
   }
   j["rank_plans"] = std::move(ranks);
   return j;
+}
+
+Plan plan_from_json(const nlohmann::json& j, const std::string& where) {
+  using nlohmann::json;
+  auto field = [&](const json& o, const char* k, const std::string& at) -> const json& {
+    LCX_CHECK(o.is_object() && o.contains(k), "{}: {} is missing \"{}\"", where, at, k);
+    return o[k];
+  };
+  auto num = [&](const json& o, const char* k, const std::string& at) {
+    const json& v = field(o, k, at);
+    LCX_CHECK(v.is_number(), "{}: {}.{} must be a number", where, at, k);
+    return v.get<double>();
+  };
+  auto integer = [&](const json& v, const std::string& at) {
+    LCX_CHECK(v.is_number_integer(), "{}: {} must be an integer", where, at);
+    return v.get<int64_t>();
+  };
+  Plan p;
+  const json& sc = field(j, "scheduler", "plan");
+  LCX_CHECK(sc.is_string(), "{}: plan.scheduler must be a string", where);
+  p.scheduler = sc.get<std::string>();
+  p.capacity = integer(field(j, "capacity", "plan"), "plan.capacity");
+  p.cp_degree = int(integer(field(j, "cp_degree", "plan"), "plan.cp_degree"));
+  p.step_time_s = num(j, "step_time_s", "plan");
+  p.imbalance_s = num(j, "imbalance_s", "plan");
+  p.delta_s = num(j, "delta_s", "plan");
+  p.comm_s = num(j, "exposed_comm_s", "plan");
+  const json& seqs = field(j, "sequences", "plan");
+  LCX_CHECK(seqs.is_array(), "{}: plan.sequences must be an array", where);
+  for (size_t i = 0; i < seqs.size(); i++) {
+    const std::string at = fmt::format("sequences[{}]", i);
+    SeqPlan sp;
+    sp.length = integer(field(seqs[i], "length", at), at + ".length");
+    sp.offload_ratio = num(seqs[i], "offload_ratio", at);
+    const json& rk = field(seqs[i], "ranks", at);
+    LCX_CHECK(rk.is_array(), "{}: {}.ranks must be an array", where, at);
+    for (size_t k = 0; k < rk.size(); k++) sp.ranks.push_back(int32_t(integer(rk[k], fmt::format("{}.ranks[{}]", at, k))));
+    p.seqs.push_back(std::move(sp));
+  }
+  const json& ranks = field(j, "rank_plans", "plan");
+  LCX_CHECK(ranks.is_array(), "{}: plan.rank_plans must be an array", where);
+  for (size_t r = 0; r < ranks.size(); r++) {
+    const std::string at = fmt::format("rank_plans[{}]", r);
+    RankPlan rp;
+    rp.time_s = num(ranks[r], "time_s", at);
+    rp.busy_s = num(ranks[r], "busy_s", at);
+    const json& mbs = field(ranks[r], "micro_batches", at);
+    LCX_CHECK(mbs.is_array(), "{}: {}.micro_batches must be an array (write the plan with full = true)", where, at);
+    for (size_t m = 0; m < mbs.size(); m++) {
+      const std::string am = fmt::format("{}.micro_batches[{}]", at, m);
+      MicroBatch mb;
+      mb.tokens = integer(field(mbs[m], "tokens", am), am + ".tokens");
+      mb.time_s = num(mbs[m], "time_s", am);
+      const json& sl = field(mbs[m], "slices", am);
+      LCX_CHECK(sl.is_array(), "{}: {}.slices must be an array", where, am);
+      for (size_t k = 0; k < sl.size(); k++) {
+        const std::string as = fmt::format("{}.slices[{}]", am, k);
+        LCX_CHECK(sl[k].is_array() && sl[k].size() == 3, "{}: {} must be [sequence, begin, end]", where, as);
+        Slice s{int32_t(integer(sl[k][0], as)), integer(sl[k][1], as), integer(sl[k][2], as)};
+        LCX_CHECK(s.seq >= 0 && size_t(s.seq) < p.seqs.size(), "{}: {} names sequence {} of {}", where,
+                  as, s.seq, p.seqs.size());
+        mb.slices.push_back(s);
+      }
+      rp.micro_batches.push_back(std::move(mb));
+    }
+    p.ranks.push_back(std::move(rp));
+  }
+  return p;
 }
 
 std::string plan_summary(const Plan& p) {

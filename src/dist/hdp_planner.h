@@ -5,6 +5,7 @@
 // (in slice order) and its offload ratio. Times are predictions of the cost model.
 #pragma once
 #include <cstdint>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
 
@@ -84,12 +85,11 @@ Plan plan_make(Scheduler s, const std::vector<int64_t>& lengths, const PlanOptio
 // l·Act(C) with its offload ratio; seqs[i].ranks matches the slices. Throws Error on violation.
 void plan_check(const Plan& p, const std::vector<int64_t>& lengths, const PlanOptions& o);
 
-}  // namespace longctx
-
-#include <nlohmann/json_fwd.hpp>
-namespace longctx {
 // JSON for the runtime and tools; `full` includes every rank's micro-batches and slices.
 nlohmann::json plan_to_json(const Plan& p, bool full);
+// The inverse of plan_to_json(p, true) (a scheduler process sends plans this way). Throws Error
+// naming `where` and the field for anything malformed; run plan_check for the invariants.
+Plan plan_from_json(const nlohmann::json& j, const std::string& where);
 // A readable summary: ranks per sequence, micro-batches per rank, predicted times, imbalance.
 std::string plan_summary(const Plan& p);
 }  // namespace longctx

@@ -260,6 +260,7 @@ bool Scheduler::step() {
       prefill_ = std::make_unique<Prefill>(Prefill{queue_.front(), e_.new_cache(), 0});
       queue_.pop_front();
       stats_.waiting = int(queue_.size());
+      stats_.running = int(running_.size()) + prefill_->req->n;
     }
   }
   // Cancelled requests leave now (a client that disconnected frees its slots).
@@ -317,7 +318,7 @@ bool Scheduler::step() {
   }
   std::lock_guard<std::mutex> lk(mu_);
   stats_.steps++;
-  stats_.running = int(running_.size());
+  stats_.running = int(running_.size()) + (prefill_ ? prefill_->req->n : 0);
   return true;
 }
 

@@ -86,7 +86,8 @@ struct GenRequest {
 
 struct SchedulerStats {
   int64_t requests = 0, prompt_tokens = 0, generated_tokens = 0, steps = 0;
-  int waiting = 0, running = 0;  // requests queued for prefill, sequences decoding
+  int waiting = 0;  // requests queued, not yet admitted
+  int running = 0;  // sequences admitted (prefilling or decoding), not yet finished
 };
 
 class Scheduler {

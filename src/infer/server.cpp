@@ -1,6 +1,7 @@
 #include "infer/server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <atomic>
@@ -221,6 +222,12 @@ void job_on_finish(Job& j, const Tokenizer& tok, int i, Finish why) {
   j.cv.notify_all();
 }
 
+// httplib 0.11 listens with a backlog of 5: a burst of concurrent clients overflows the accept
+// queue and connections get reset. Linux lets listen() be called again to raise it.
+struct HttpServer : httplib::Server {
+  void raise_backlog(int n) { ::listen(svr_sock_, n); }
+};
+
 }  // namespace
 
 struct Server::Impl {
@@ -229,7 +236,7 @@ struct Server::Impl {
   ServerOptions opt;
   Engine engine;
   Scheduler sched;
-  httplib::Server http;
+  HttpServer http;
   Metrics metrics;
   std::atomic<int64_t> next_id{0};
   std::mt19937_64 seed_rng{std::random_device{}()};
@@ -322,7 +329,7 @@ struct Server::Impl {
                                   r->prompt.size(), max_tokens, opt.max_prompt_tokens,
                                   engine.max_sequence()),
                       "invalid_request_error", chat ? "messages" : "prompt", "context_length_exceeded"};
-    r->eos = tok.eos_id();
+    r->eos = bool_field(body, "ignore_eos", false) ? -1 : tok.eos_id();  // vLLM's extension
     j->choices.resize(r->n);
     j->id = fmt::format("{}-{}", chat ? "chatcmpl" : "cmpl", next_id++);
     j->model = opt.model_name;
@@ -352,6 +359,14 @@ struct Server::Impl {
       bad_request(e.what());
     }
     return j;
+  }
+
+  // A streaming client went away: cancel its request (frees its slots at the next step).
+  void disconnected(Job& j) {
+    std::lock_guard<std::mutex> lk(metrics.mu);  // counted before the scheduler can see it
+    if (j.req->cancelled) return;
+    metrics.disconnects++;
+    j.req->cancelled = true;
   }
 
   void record_latency(Job& j) {
@@ -410,7 +425,7 @@ struct Server::Impl {
             j->events.pop_front();
             lk.unlock();
             if (!sink.write(data.data(), data.size())) {  // the client went away
-              j->req->cancelled = true;
+              disconnected(*j);
               return false;
             }
             if (last) {
@@ -422,18 +437,16 @@ struct Server::Impl {
           }
           lk.unlock();
           if (!sink.is_writable()) {
-            j->req->cancelled = true;
+            disconnected(*j);
             return false;
           }
           return true;
         },
         [this, j](bool) {  // always runs: a stream cut short cancels its request
-          std::lock_guard<std::mutex> lk(j->mu);
-          if (j->finished < int(j->choices.size())) {
-            j->req->cancelled = true;
-            std::lock_guard<std::mutex> mk(metrics.mu);
-            metrics.disconnects++;
-          }
+          std::unique_lock<std::mutex> lk(j->mu);
+          const bool unfinished = j->finished < int(j->choices.size());
+          lk.unlock();
+          if (unfinished) disconnected(*j);
         });
   }
 
@@ -449,7 +462,7 @@ struct Server::Impl {
     o += fmt::format("# TYPE longctx_generated_tokens_total counter\nlongctx_generated_tokens_total {}\n", s.generated_tokens);
     o += fmt::format("# TYPE longctx_engine_steps_total counter\nlongctx_engine_steps_total {}\n", s.steps);
     o += fmt::format("# HELP longctx_queue_depth Requests waiting for prefill.\n# TYPE longctx_queue_depth gauge\nlongctx_queue_depth {}\n", s.waiting);
-    o += fmt::format("# TYPE longctx_running_sequences gauge\nlongctx_running_sequences {}\n", s.running);
+    o += fmt::format("# HELP longctx_running_sequences Sequences admitted (prefilling or decoding).\n# TYPE longctx_running_sequences gauge\nlongctx_running_sequences {}\n", s.running);
     o += fmt::format("# TYPE longctx_client_disconnects_total counter\nlongctx_client_disconnects_total {}\n", metrics.disconnects);
     o += "# HELP longctx_request_latency_seconds Completion latency (first byte to last token).\n"
          "# TYPE longctx_request_latency_seconds histogram\n";
@@ -528,6 +541,7 @@ int Server::bind() {
   } else {
     LCX_CHECK(s.http.bind_to_port(s.opt.host, port), "serve: cannot bind to {}:{} (in use?)", s.opt.host, port);
   }
+  s.http.raise_backlog(1024);
   return port;
 }
 

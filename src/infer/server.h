@@ -1,6 +1,7 @@
 // `longctx serve`: an OpenAI-compatible HTTP server (cpp-httplib) over the inference engine's
 // continuous-batching Scheduler (engine.h). Endpoints:
-//   POST /v1/completions        prompt, max_tokens, temperature, top_p, top_k, n, stop, seed, stream
+//   POST /v1/completions        prompt, max_tokens, temperature, top_p, top_k, n, stop, seed, stream,
+//                               ignore_eos (vLLM's extension: fixed-length outputs for benchmarks)
 //   POST /v1/chat/completions   messages rendered with the chat template; same sampling fields
 //   GET  /v1/models, /health, /metrics (Prometheus text)
 // Streaming uses server-sent events ("data: {json}\n\n" … "data: [DONE]\n\n"). Bad requests get

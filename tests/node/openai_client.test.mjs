@@ -18,7 +18,7 @@ assert.equal(c1.choices.length, 1);
 assert.equal(typeof c1.choices[0].text, 'string');
 assert.ok(['stop', 'length'].includes(c1.choices[0].finish_reason));
 assert.equal(c1.choices[0].text, c2.choices[0].text);
-assert.ok(c1.usage.completion_tokens >= 1 && c1.usage.completion_tokens <= 8);
+assert.ok(c1.usage.completion_tokens >= 0 && c1.usage.completion_tokens <= 8);  // EOS may come first
 assert.equal(c1.usage.total_tokens, c1.usage.prompt_tokens + c1.usage.completion_tokens);
 
 // n > 1: one choice per index.

@@ -1,0 +1,230 @@
+// `longctx reps synth|filter|score|stats`: LongRePS data (DESIGN.md §4). synth writes multi-hop
+// long-context QA planted in real prose; filter keeps sampled reasoning paths with a correct
+// answer and faithful quotes; score computes LongBench qa_f1 / EM with per-hop and per-length
+// breakdowns; stats reads a MuSiQue or LongBench file and summarises it.
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "core/progress.h"    // Progress
+#include "data/corpus.h"          // corpus_read
+#include "reps/filter.h"          // filter_samples, filter_report_json
+#include "reps/qa_data.h"         // qa_read, sample_read, qa_write
+#include "reps/qa_metrics.h"      // qa_evaluate, qa_report_json
+#include "reps/synth.h"           // synth_generate, synth_stats
+#include "tokenizer/tokenizer.h"  // Tokenizer
+
+namespace fs = std::filesystem;
+
+namespace longctx {
+
+namespace {
+
+using nlohmann::json;
+
+// "2048,4K,64k" → {2048, 4096, 65536}
+std::vector<int64_t> parse_lengths(const std::string& s) {
+  std::vector<int64_t> out;
+  size_t i = 0;
+  while (i <= s.size()) {
+    size_t j = s.find(',', i);
+    if (j == std::string::npos) j = s.size();
+    std::string t = s.substr(i, j - i);
+    t.erase(std::remove(t.begin(), t.end(), ' '), t.end());
+    LCX_CHECK(!t.empty(), "--lengths: empty entry in '{}'", s);
+    int64_t mult = 1;
+    if (t.back() == 'k' || t.back() == 'K') {
+      mult = 1024;
+      t.pop_back();
+    }
+    LCX_CHECK(!t.empty() && t.find_first_not_of("0123456789") == std::string::npos && t.size() < 10,
+              "--lengths: '{}' is not a token count (expected e.g. 2048 or 4K)", s.substr(i, j - i));
+    out.push_back(std::stoll(t) * mult);
+    i = j + 1;
+  }
+  return out;
+}
+
+QaFormat parse_qa_format(const std::string& f) {
+  if (f == "auto") return QaFormat::Auto;
+  if (f == "musique") return QaFormat::Musique;
+  if (f == "longbench") return QaFormat::LongBench;
+  fail("unknown data format '{}' (expected auto, musique or longbench)", f);
+}
+
+void write_json(const std::string& path, const json& j) {
+  std::ofstream f(path);
+  LCX_CHECK(f, "cannot write '{}': {}", path, std::strerror(errno));
+  f << j.dump(2) << "\n";
+  LCX_CHECK(f.good(), "error writing '{}'", path);
+}
+
+void register_synth(CLI::App& reps) {
+  struct Args {
+    SynthOptions o;
+    std::vector<std::string> inputs;
+    std::string format = "brown", out, tokenizer, lengths = "2K,4K,8K,16K,32K,64K";
+    bool quiet = false;
+  };
+  auto a = std::make_shared<Args>();
+  auto* cmd = reps.add_subcommand(
+      "synth",
+      "Generate multi-hop long-context QA (MuSiQue JSONL): invented facts planted in real prose, 2-4 hop "
+      "questions, distractors; writes OUT/{train,dev,test,test_unseen}.jsonl and OUT/stats.json");
+  cmd->add_option("--input", a->inputs, "Source text: the Brown corpus folder (or text/JSONL files with --format)")
+      ->required();
+  cmd->add_option("--format", a->format, "Source format: brown | text | jsonl | auto")->capture_default_str();
+  cmd->add_option("--out", a->out, "Output folder")->required();
+  cmd->add_option("--tokenizer", a->tokenizer,
+                  "SentencePiece model for counting context tokens (default: whitespace words x 1.3, approximate)");
+  cmd->add_option("--seed", a->o.seed, "Seed of everything random (Philox)")->capture_default_str();
+  cmd->add_option("--train", a->o.train, "Questions in train.jsonl")->capture_default_str();
+  cmd->add_option("--dev", a->o.dev, "Questions in dev.jsonl")->capture_default_str();
+  cmd->add_option("--test", a->o.test, "Questions in test.jsonl")->capture_default_str();
+  cmd->add_option("--test-unseen", a->o.test_unseen,
+                  "Questions in test_unseen.jsonl (entity names and question phrasings never seen in the other splits)")
+      ->capture_default_str();
+  cmd->add_option("--lengths", a->lengths, "Target context lengths in tokens, one drawn per question")->capture_default_str();
+  cmd->add_option("--min-hops", a->o.min_hops, "Fewest hops per question")->capture_default_str();
+  cmd->add_option("--max-hops", a->o.max_hops, "Most hops per question")->capture_default_str();
+  cmd->add_option("--paragraph-words", a->o.paragraph_words, "Real-text words per MuSiQue paragraph")->capture_default_str();
+  cmd->add_option("--distractors-per-1k", a->o.distractors_per_1k, "Unrelated distractor facts per 1K context tokens")
+      ->capture_default_str();
+  cmd->add_flag("--quiet", a->quiet, "Print nothing but errors");
+  cmd->callback([a] {
+    a->o.lengths = parse_lengths(a->lengths);
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<Document> docs = corpus_read(a->inputs, corpus_format_parse(a->format));
+    std::unique_ptr<Tokenizer> tok;
+    TokenCounter count = approx_tokens;
+    std::string method = "approx: whitespace words x 1.3";
+    if (!a->tokenizer.empty()) {
+      tok = std::make_unique<Tokenizer>(Tokenizer::load(a->tokenizer));
+      Tokenizer* t = tok.get();
+      count = [t](std::string_view s) { return int64_t(t->encode(s).size()); };
+      method = "sentencepiece: " + a->tokenizer;
+    }
+    Progress progress("synth", uint64_t(a->o.train + a->o.dev + a->o.test + a->o.test_unseen), "questions", a->quiet);
+    std::vector<SynthSplit> splits = synth_generate(docs, a->o, count, [&] { progress.add(1); });
+    progress.finish();
+    fs::create_directories(a->out);
+    for (const SynthSplit& s : splits) qa_write((fs::path(a->out) / (s.name + ".jsonl")).string(), s.examples);
+    json stats = synth_stats(splits);
+    stats["token_count"] = method;
+    stats["seed"] = a->o.seed;
+    stats["source_documents"] = docs.size();
+    write_json((fs::path(a->out) / "stats.json").string(), stats);
+    if (a->quiet) return;
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    fmt::print("token counts: {}\n", method);
+    for (const SynthSplit& s : splits) {
+      const json& st = stats[s.name];
+      fmt::print("{:<12} {:>5} questions  hops {}  lengths {}  context tokens {}\n", s.name, s.examples.size(),
+                 st["by_hops"].dump(), st["by_length"].dump(), st["context_tokens"].dump());
+    }
+    fmt::print("wrote {}/{{train,dev,test,test_unseen}}.jsonl and stats.json in {:.1f} s\n", a->out, dt);
+  });
+}
+
+void register_filter(CLI::App& reps) {
+  struct Args {
+    std::string data, samples, out, report, format = "auto";
+    FilterOptions o;
+  };
+  auto a = std::make_shared<Args>();
+  auto* cmd = reps.add_subcommand(
+      "filter",
+      "Filter sampled reasoning paths: JSON extraction, answer F1 = 1.0 against any gold/alias, every "
+      "[Excerpt k] `quote` found in the context; writes the kept paths and a JSON report of counts per reason");
+  cmd->add_option("--data", a->data, "Questions: MuSiQue or LongBench JSONL")->required();
+  cmd->add_option("--format", a->format, "Data format: auto | musique | longbench")->capture_default_str();
+  cmd->add_option("--samples", a->samples,
+                  "Sampled paths JSONL, one per line: {\"id\", \"path\", \"text\", \"temperature\", \"seed\"}")
+      ->required();
+  cmd->add_option("--out", a->out, "Kept paths JSONL")->required();
+  cmd->add_option("--report", a->report, "Also write the report JSON here (it is always printed)");
+  cmd->add_option("--min-quotes", a->o.min_quotes, "Reject paths with fewer quotes (0 = allow none)")->capture_default_str();
+  cmd->add_option("--max-quotes", a->o.max_quotes, "Reject paths with more quotes")->capture_default_str();
+  cmd->callback([a] {
+    LCX_CHECK(a->o.min_quotes >= 0 && a->o.max_quotes >= a->o.min_quotes,
+              "reps filter: need 0 <= --min-quotes ({}) <= --max-quotes ({})", a->o.min_quotes, a->o.max_quotes);
+    const std::vector<QaExample> data = qa_read(a->data, parse_qa_format(a->format));
+    const std::vector<SampleRecord> samples = sample_read(a->samples);
+    FilterResult r = filter_samples(data, samples, a->o);
+    {
+      std::ofstream f(a->out);
+      LCX_CHECK(f, "cannot write '{}': {}", a->out, std::strerror(errno));
+      for (const json& k : r.kept) f << k.dump() << "\n";
+      LCX_CHECK(f.good(), "error writing '{}'", a->out);
+    }
+    const json rep = filter_report_json(r.report);
+    if (!a->report.empty()) write_json(a->report, rep);
+    fmt::print("{}\n", rep.dump(2));
+  });
+}
+
+void register_score(CLI::App& reps) {
+  struct Args {
+    std::string data, predictions, out, format = "auto";
+    bool per_example = false;
+  };
+  auto a = std::make_shared<Args>();
+  auto* cmd = reps.add_subcommand(
+      "score", "LongBench qa_f1 and exact match of predictions, overall and per hop count / context length");
+  cmd->add_option("--data", a->data, "Questions: MuSiQue or LongBench JSONL")->required();
+  cmd->add_option("--format", a->format, "Data format: auto | musique | longbench")->capture_default_str();
+  cmd->add_option("--predictions", a->predictions, "JSONL of {\"id\", \"prediction\"}")->required();
+  cmd->add_option("--out", a->out, "Also write the metrics JSON here");
+  cmd->add_flag("--per-example", a->per_example, "Include every example's F1/EM in the JSON");
+  cmd->callback([a] {
+    const QaReport r = qa_evaluate(qa_read(a->data, parse_qa_format(a->format)), qa_predictions_read(a->predictions));
+    const json j = qa_report_json(r, a->per_example);
+    if (!a->out.empty()) write_json(a->out, j);
+    fmt::print("{}\n", j.dump(2));
+  });
+}
+
+void register_stats(CLI::App& reps) {
+  struct Args {
+    std::string data, format = "auto";
+  };
+  auto a = std::make_shared<Args>();
+  auto* cmd = reps.add_subcommand("stats", "Read a MuSiQue or LongBench JSONL file and summarise it (checks every line)");
+  cmd->add_option("--data", a->data, "MuSiQue or LongBench JSONL")->required();
+  cmd->add_option("--format", a->format, "auto | musique | longbench")->capture_default_str();
+  cmd->callback([a] {
+    const std::vector<QaExample> ex = qa_read(a->data, parse_qa_format(a->format));
+    SynthSplit s{fs::path(a->data).stem().string(), ex};
+    for (QaExample& e : s.examples)
+      if (e.length_bucket == 0) e.length_bucket = qa_length_key(e);
+    int64_t supporting = 0, answerable = 0;
+    for (const QaExample& e : ex) {
+      answerable += e.answerable;
+      for (const QaParagraph& p : e.paragraphs) supporting += p.is_supporting;
+    }
+    json j = synth_stats({s})[s.name];
+    j["answerable"] = answerable;
+    j["supporting_paragraphs"] = supporting;
+    fmt::print("{}\n", j.dump(2));
+  });
+}
+
+}  // namespace
+
+void register_reps(CLI::App& app) {
+  auto* reps = app.add_subcommand("reps", "LongRePS data: synth | filter | score | stats (DESIGN.md §4)");
+  reps->require_subcommand(1);
+  register_synth(*reps);
+  register_filter(*reps);
+  register_score(*reps);
+  register_stats(*reps);
+}
+
+}  // namespace longctx

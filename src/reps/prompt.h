@@ -1,0 +1,19 @@
+// Prompts of LongRePS (DESIGN.md §4 steps 1 and 4), as pure functions so `reps sample`,
+// `reps judge` and the tests share one text. The context is qa_context(ex): the filter checks
+// quotes against exactly what the sampler showed the model.
+#pragma once
+#include <string>
+
+#include "reps/qa_data.h"
+
+namespace longctx {
+
+// Asks for {"reasoning": ..., "answer": ...} with evidence quoted as [Excerpt k] `text`
+// (at most `max_quotes`), the answer as a short span.
+std::string reps_sample_prompt(const QaExample& ex, int max_quotes = 10);
+
+// Asks a judge to rate one path's coherence, completeness and conciseness 1–100 and to end
+// with "Rating: [[score]]" (parsed by rating_parse).
+std::string reps_judge_prompt(const QaExample& ex, const std::string& reasoning, const std::string& answer);
+
+}  // namespace longctx
