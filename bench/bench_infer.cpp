@@ -244,7 +244,11 @@ int load(int argc, char** argv) {
   std::string metrics;
   for (int i = 0; i < 200; i++) {
     auto r = cli.Get("/metrics");
-    if (r && r->body.find("longctx_running_sequences 0\n") != std::string::npos) { metrics = r->body; break; }
+    if (r && r->body.find("longctx_running_sequences 0\n") != std::string::npos &&
+        r->body.find("longctx_queue_depth 0\n") != std::string::npos) {
+      metrics = r->body;
+      break;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   auto pct = [](std::vector<double> v, double q) {

@@ -14,17 +14,14 @@
 #include "core/error.h"
 #include "model/checkpoint.h"   // checkpoint_parse_config, checkpoint_read_params
 #include "model/safetensors.h"  // safetensors_parse, safetensors_to_f32
+#include "fuzz_seeds.h"
 
 using namespace longctx;
+using longctx::testing::fuzz_config;
+using longctx::testing::fuzz_tensors;
+using longctx::testing::seed_safetensors;
 
 namespace {
-
-Config fuzz_config() {
-  Config c;
-  c.hidden_size = 8, c.num_hidden_layers = 2, c.num_attention_heads = 2, c.num_key_value_heads = 1;
-  c.intermediate_size = 12, c.vocab_size = 10, c.window = 4, c.tie_word_embeddings = false;
-  return c;
-}
 
 void write_seed(const std::string& path, uint8_t kind, const void* p, size_t n) {
   std::ofstream f(path, std::ios::binary);
@@ -37,13 +34,9 @@ void write_seed(const std::string& path, uint8_t kind, const void* p, size_t n) 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   const char* dir = std::getenv("LONGCTX_FUZZ_SEEDS");
   if (!dir) return 0;
-  Config c = fuzz_config();
-  ParamLayout l = param_layout(c);
-  std::vector<float> p(l.total);
-  param_init(p.data(), l, c, 1);
-  std::vector<StWrite> ws;
-  for (const auto& t : l.tensors) ws.push_back({t.name, t.shape, p.data() + t.offset});
-  auto st = safetensors_serialize(ws, {{"format", "pt"}, {"step", "12"}});
+  std::vector<float> p;
+  std::vector<StWrite> ws = fuzz_tensors(p);
+  auto st = seed_safetensors();
   write_seed(std::string(dir) + "/seed_model.safetensors", 0, st.data(), st.size());
   // The same file with BF16 norms (a mixed-dtype file), to seed the conversions.
   std::vector<uint16_t> ones(64, 0x3f80);
@@ -51,7 +44,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
     if (w.shape.size() == 1) w.data = ones.data(), w.dtype = DType::BF16;
   st = safetensors_serialize(ws);
   write_seed(std::string(dir) + "/seed_model_bf16.safetensors", 0, st.data(), st.size());
-  std::string cfg = config_to_json(c).dump(2);
+  std::string cfg = config_to_json(fuzz_config()).dump(2);
   write_seed(std::string(dir) + "/seed_config.json", 1, cfg.data(), cfg.size());
   return 0;
 }

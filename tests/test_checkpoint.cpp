@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "test_util.h"
 #include "model/checkpoint.h"  // checkpoint_save/load, train_state_*, checkpoint_check_config
 #include "model/safetensors.h"  // safetensors_read/parse/write/serialize
 
@@ -19,6 +20,8 @@ using namespace longctx;
 using nlohmann::json;
 
 namespace {
+
+using longctx::testing::expect_error;
 
 // A fresh directory per test, removed afterwards.
 struct TmpDir {
@@ -33,22 +36,6 @@ struct TmpDir {
   std::string operator/(const std::string& name) const { return path + "/" + name; }
 };
 
-// Runs f, expects an Error whose message contains every one of `parts`; returns the message.
-template <class F>
-std::string expect_error(F&& f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-  } catch (const Error& e) {
-    std::string msg = e.what();
-    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
-    return msg;
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected longctx::Error, got std::exception: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "expected an Error containing '" << *parts.begin() << "', nothing was thrown";
-  return "";
-}
 
 Config tiny_config(bool tied, int kv_heads) {
   Config c;

@@ -24,26 +24,14 @@ using namespace longctx;
 
 namespace {
 
+using longctx::testing::expect_error;
+using longctx::testing::read_file;
+
 using longctx::testing::TempDir;
 
 using longctx::testing::write_file;
 
-std::string read_all(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
 
-// Runs f, expects a longctx::Error whose message contains every one of `parts`.
-template <class F>
-void expect_error(F&& f, std::vector<std::string> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected longctx::Error containing '" << parts[0] << "'";
-  } catch (const Error& e) {
-    std::string msg = e.what();
-    for (auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "message: " << msg << "\nmissing: " << p;
-  }
-}
 
 // Two documents of the Brown corpus (ca01 news, ck01 fiction), opening lines, as tagged.
 const char* kBrownCa01 =
@@ -297,7 +285,7 @@ TEST(Shard, WriterRejectsOutOfVocabToken) {
 TEST(ShardErrors, BadMagic) {
   TempDir t;
   shard_write(t.file("s.bin"), 100, {{1, 2, 3}});
-  std::string b = read_all(t.file("s.bin"));
+  std::string b = read_file(t.file("s.bin"));
   b[3] = 'Y';
   write_file(t.file("s.bin"), b);
   expect_error([&] { Shard::open(t.file("s.bin")); }, {t.file("s.bin"), "bad magic", "LCXTOK01"});
@@ -308,7 +296,7 @@ TEST(ShardErrors, BadMagic) {
 TEST(ShardErrors, Truncated) {
   TempDir t;
   shard_write(t.file("s.bin"), 100, {{1, 2, 3}, {4, 5}});
-  std::string b = read_all(t.file("s.bin"));
+  std::string b = read_file(t.file("s.bin"));
   write_file(t.file("cut.bin"), b.substr(0, b.size() - 1));
   expect_error([&] { Shard::open(t.file("cut.bin")); }, {t.file("cut.bin"), "truncated", "needs 74"});
   write_file(t.file("hdr.bin"), b.substr(0, 20));
@@ -321,7 +309,7 @@ TEST(ShardErrors, Truncated) {
 TEST(ShardErrors, TokenIdNotBelowVocab) {
   TempDir t;
   shard_write(t.file("s.bin"), 100, {{1, 2, 3}, {4, 5}});
-  std::string b = read_all(t.file("s.bin"));
+  std::string b = read_file(t.file("s.bin"));
   // tokens start at 40 + 8·3 = 64; token 4 (document 1) → 100
   uint16_t v = 100;
   std::memcpy(&b[64 + 2 * 4], &v, 2);
@@ -333,7 +321,7 @@ TEST(ShardErrors, TokenIdNotBelowVocab) {
 TEST(ShardErrors, BadOffsets) {
   TempDir t;
   shard_write(t.file("s.bin"), 100, {{1, 2, 3}, {4, 5}});
-  std::string b = read_all(t.file("s.bin"));
+  std::string b = read_file(t.file("s.bin"));
   uint64_t off = 4;  // doc_offsets[1] = 4 > doc_offsets[2]? no: make [0, 6, 5]
   off = 6;
   std::memcpy(&b[48], &off, 8);
@@ -571,14 +559,14 @@ TEST(Prepare, SplitsByDocumentAndWritesShards) {
   double h = sum["unigram"]["val_cross_entropy_nats"].get<double>();
   EXPECT_GT(h, 1.0);
   EXPECT_LT(h, std::log(double(tok.vocab_size())) + 1.0);
-  auto on_disk = nlohmann::json::parse(read_all(t.file("out/summary.json")));
+  auto on_disk = nlohmann::json::parse(read_file(t.file("out/summary.json")));
   EXPECT_EQ(on_disk, sum);
   // same seed → same split; another seed → (almost surely) another
   auto again = data_prepare(docs, tok, t.file("out2"), opt);
-  EXPECT_EQ(read_all(t.file("out/val.bin")), read_all(t.file("out2/val.bin")));
+  EXPECT_EQ(read_file(t.file("out/val.bin")), read_file(t.file("out2/val.bin")));
   opt.seed = 4;
   data_prepare(docs, tok, t.file("out3"), opt);
-  EXPECT_NE(read_all(t.file("out/val.bin")), read_all(t.file("out3/val.bin")));
+  EXPECT_NE(read_file(t.file("out/val.bin")), read_file(t.file("out3/val.bin")));
 }
 
 TEST(Prepare, Errors) {

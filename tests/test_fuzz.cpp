@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "fuzz_seeds.h"
 #include "model/checkpoint.h"   // checkpoint_parse_config, checkpoint_read_params
 #include "model/safetensors.h"  // safetensors_parse, safetensors_serialize, safetensors_to_f32
 
@@ -20,23 +21,8 @@ using nlohmann::json;
 
 namespace {
 
-Config fuzz_config() {
-  Config c;
-  c.hidden_size = 8, c.num_hidden_layers = 2, c.num_attention_heads = 2, c.num_key_value_heads = 1;
-  c.intermediate_size = 12, c.vocab_size = 10, c.window = 4, c.tie_word_embeddings = false;
-  return c;
-}
-
-// A valid model.safetensors for fuzz_config(), with metadata.
-std::vector<uint8_t> seed_safetensors() {
-  Config c = fuzz_config();
-  ParamLayout l = param_layout(c);
-  std::vector<float> p(l.total);
-  param_init(p.data(), l, c, 1);
-  std::vector<StWrite> ws;
-  for (const auto& t : l.tensors) ws.push_back({t.name, t.shape, p.data() + t.offset});
-  return safetensors_serialize(ws, {{"format", "pt"}, {"step", "12"}});
-}
+using longctx::testing::fuzz_config;
+using longctx::testing::seed_safetensors;
 
 const char* kTokens[] = {
     "{", "}", "[", "]", ",", ":", "\"", " ", "\\", "\\u0000", "\\ud800", "\xff", "\xc3\x28", "0",

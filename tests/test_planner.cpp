@@ -15,11 +15,14 @@
 #include "dist/cost_model.h"
 #include "dist/hdp_planner.h"
 #include "dist/lengths.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using namespace longctx;
 
 namespace {
+
+using longctx::testing::error_of;
 
 // A 7B-like rank: T(s) quadratic, Act(s) linear (the simulator's spec model, TP 4).
 PlanOptions opts_7b(int ranks, int64_t capacity) {
@@ -37,14 +40,6 @@ PlanOptions opts_7b(int ranks, int64_t capacity) {
   return o;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 std::vector<int64_t> random_lengths(Rng& rng, int n, int64_t max_len) {
   std::vector<int64_t> v;

@@ -22,6 +22,7 @@
 #include "reps/qa_data.h"
 #include "reps/qa_metrics.h"
 #include "reps/synth.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using namespace longctx;
@@ -29,44 +30,15 @@ using nlohmann::json;
 
 namespace {
 
-struct CliRun {
-  int code;
-  std::string out;
-};
+using longctx::testing::error_of;
+using longctx::testing::run_cli;
+using longctx::testing::CliRun;
+using longctx::testing::TempDir;
 
-CliRun run_cli(const std::string& args) {
-  std::string cmd = std::string(LONGCTX_BINARY_DIR) + "/longctx " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int status = pclose(p);
-  return CliRun{WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), out};
-}
 
-#define EXPECT_CLI_ERROR(r, needle)                                            \
-  do {                                                                         \
-    EXPECT_EQ((r).code, 1) << (r).out;                                         \
-    EXPECT_NE((r).out.find(needle), std::string::npos) << (r).out;             \
-    EXPECT_EQ((r).out.find("terminate called"), std::string::npos) << (r).out; \
-  } while (0)
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
-fs::path tmpdir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / fmt::format("lcx_reps_{}_{}", getpid(), name);
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+
 
 void write_text(const fs::path& p, const std::string& s) {
   std::ofstream f(p, std::ios::binary);
@@ -471,7 +443,8 @@ TEST(RepsJudge, PromptsCarryContextAndFormat) {
 // ---------------------------------------------------------------- readers
 
 TEST(RepsData, ReadsMusiqueAndLongBench) {
-  fs::path d = tmpdir("readers");
+  TempDir tmp("reps_readers");
+  const fs::path& d = tmp.path;
   json m = {{"id", "3hop1__1_2_3"}, {"question", "Q?"}, {"answer", "A"}, {"answer_aliases", {"a1"}},
             {"answerable", true}, {"question_decomposition", json::array()},
             {"paragraphs", {{{"idx", 0}, {"title", "T0"}, {"paragraph_text", "p0"}, {"is_supporting", false}},
@@ -494,11 +467,11 @@ TEST(RepsData, ReadsMusiqueAndLongBench) {
   std::vector<QaExample> back = qa_read((d / "out.jsonl").string());
   EXPECT_EQ(qa_to_json(back[0]).dump(), qa_to_json(ex[0]).dump());
   EXPECT_EQ(back[0].hops, 3);
-  fs::remove_all(d);
 }
 
 TEST(RepsData, BadLinesNameFileLineAndField) {
-  fs::path d = tmpdir("bad");
+  TempDir tmp("reps_bad");
+  const fs::path& d = tmp.path;
   const std::string f = (d / "x.jsonl").string();
   auto err = [&](const std::string& content) {
     write_text(f, content);
@@ -530,7 +503,6 @@ TEST(RepsData, BadLinesNameFileLineAndField) {
   EXPECT_EQ(b.path, 3);
   EXPECT_EQ(b.text, s.text);
   EXPECT_EQ(b.seed, s.seed);
-  fs::remove_all(d);
 }
 
 // ---------------------------------------------------------------- synth (no corpus needed)
@@ -652,7 +624,8 @@ TEST(RepsCli, HelpForEverySubcommand) {
 }
 
 TEST(RepsCli, SynthFilterScoreEndToEnd) {
-  fs::path d = tmpdir("cli");
+  TempDir tmp("reps_cli");
+  const fs::path& d = tmp.path;
   fs::create_directories(d / "src");
   const std::vector<Document> docs = fake_documents(6, 30);
   for (size_t i = 0; i < docs.size(); i++) write_text(d / "src" / fmt::format("doc{}.txt", i), docs[i].text);
@@ -718,5 +691,4 @@ TEST(RepsCli, SynthFilterScoreEndToEnd) {
                    "--lengths: 'big' is not a token count");
   EXPECT_CLI_ERROR(run_cli(fmt::format("reps stats --data {} --format squad", test)), "unknown data format 'squad'");
   EXPECT_CLI_ERROR(run_cli(fmt::format("reps stats --data {}/none.jsonl", d.string())), "cannot open");
-  fs::remove_all(d);
 }

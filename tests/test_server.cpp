@@ -298,7 +298,7 @@ TEST_F(ServerTest, ClientDisconnectMidStreamFreesItsSlot) {
     auto m = c.Get("/metrics");
     freed = m && m->body.find("longctx_running_sequences 0\n") != std::string::npos &&
             m->body.find("longctx_queue_depth 0\n") != std::string::npos &&
-            m->body.find("longctx_engine_steps_total 0\n") == std::string::npos;
+            m->body.find("longctx_client_disconnects_total 0\n") == std::string::npos;
   }
   EXPECT_TRUE(freed);
   // Cancelled long before its 4 × 20000 tokens, and counted as a disconnect.

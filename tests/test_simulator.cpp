@@ -19,6 +19,8 @@ using longctx::testing::CliRun;
 
 namespace {
 
+using longctx::testing::error_of;
+
 // One OpenMP thread for the CLI runs: its thread pool spinning against a loaded CI box costs 10x.
 CliRun run_cli(const std::string& args) {
   ::setenv("OMP_NUM_THREADS", "1", 1);
@@ -27,14 +29,6 @@ CliRun run_cli(const std::string& args) {
 
 #define EXPECT_ERROR(r, needle) EXPECT_CLI_ERROR(r, needle)
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 fs::path tmpfile(const std::string& name) {
   return fs::temp_directory_path() / fmt::format("lcx_sim_{}_{}", getpid(), name);

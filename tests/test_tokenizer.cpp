@@ -17,18 +17,10 @@ using namespace longctx;
 
 namespace {
 
+using longctx::testing::expect_error;
+
 using longctx::testing::TempDir;
 
-template <class F>
-void expect_error(F&& f, std::vector<std::string> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected longctx::Error containing '" << parts[0] << "'";
-  } catch (const Error& e) {
-    std::string msg = e.what();
-    for (auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "message: " << msg << "\nmissing: " << p;
-  }
-}
 
 // Sentences from the Brown corpus (ca01, ck01, cg22), as plain prose with paragraph breaks.
 const std::vector<std::string> kProse = {

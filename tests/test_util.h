@@ -7,7 +7,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <initializer_list>
+#include <iterator>
 #include <string>
+
+#include "core/error.h"
 
 namespace longctx::testing {
 
@@ -31,6 +36,39 @@ struct TempDir {
 inline void write_file(const std::string& path, const std::string& bytes) {
   std::filesystem::create_directories(std::filesystem::path(path).parent_path());
   std::ofstream(path, std::ios::binary) << bytes;
+}
+
+inline std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+// The message of the longctx::Error that f throws, or "(no error)".
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+// Runs f, expects a longctx::Error whose message contains every one of `parts`; returns it.
+template <class F>
+std::string expect_error(F&& f, std::initializer_list<std::string> parts) {
+  try {
+    f();
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    for (const auto& p : parts)
+      EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
+    return msg;
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "expected longctx::Error, got std::exception: " << e.what();
+    return "";
+  }
+  ADD_FAILURE() << "expected an Error containing '" << *parts.begin() << "', nothing was thrown";
+  return "";
 }
 
 struct CliRun {

@@ -7,21 +7,12 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/gnuplot.h"
 #include "core/error.h"
 
 namespace fs = std::filesystem;
 
 namespace longctx {
-
-namespace {
-
-std::string gp_quote(const std::string& s) {
-  std::string r = "'";
-  for (char c : s) r += (c == '\'') ? std::string("''") : std::string(1, c);
-  return r + "'";
-}
-
-}  // namespace
 
 void register_plot(CLI::App& app) {
   auto* cmd = app.add_subcommand("plot", "Plot loss and throughput curves from metrics.jsonl files to a PNG");
@@ -91,11 +82,8 @@ void register_plot(CLI::App& app) {
        << "plot " << tps_plot << "\n"
        << "unset multiplot\n";
     gp.close();
-    std::string cmdline = fmt::format("gnuplot {} 2>&1", gp_quote((tmp / "plot.gp").string()));
-    int rc = std::system(cmdline.c_str());
+    run_gnuplot(tmp / "plot.gp", o->out);
     fs::remove_all(tmp);
-    LCX_CHECK(rc == 0, "gnuplot failed (exit {}); is gnuplot installed? (apt-get install gnuplot-nox)", rc);
-    fmt::print("wrote {}\n", o->out);
   });
 }
 

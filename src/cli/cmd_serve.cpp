@@ -4,6 +4,8 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "cli/commands.h"
@@ -20,6 +22,7 @@ void register_serve(CLI::App& app) {
     std::string ckpt, device = "cpu";
     ServerOptions so;
     EngineOptions eo;
+    CLI::Option *template_flag = nullptr, *prefix_flag = nullptr;
   };
   auto o = std::make_shared<Opts>();
   o->so.model_name = "";
@@ -35,8 +38,12 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--chunk", o->eo.chunk, "Prefill chunk (tokens per engine step)")->capture_default_str();
   cmd->add_option("--max-body", o->so.max_body_bytes, "Largest request body in bytes (413 above)")->capture_default_str();
   cmd->add_option("--threads", o->so.threads, "HTTP worker threads (each open stream holds one)")->capture_default_str();
-  cmd->add_option("--chat-template", o->so.message_template, "Chat message template with {role} and {content}")->capture_default_str();
-  cmd->add_option("--assistant-prefix", o->so.assistant_prefix, "Text that starts the assistant's reply")->capture_default_str();
+  o->template_flag = cmd->add_option("--chat-template", o->so.message_template,
+                                     "Chat message template with {role} and {content} (default: config.json's "
+                                     "\"chat_template\", else this)")->capture_default_str();
+  o->prefix_flag = cmd->add_option("--assistant-prefix", o->so.assistant_prefix,
+                                   "Text that starts the assistant's reply (config.json: \"chat_assistant_prefix\")")
+                       ->capture_default_str();
   cmd->add_option("--device", o->device, "Backend: cpu | cpu_ref | cuda")->capture_default_str();
   cmd->callback([o] {
     LoadedModel lm = checkpoint_load(o->ckpt);
@@ -44,6 +51,17 @@ void register_serve(CLI::App& app) {
     Model m(lm.config, backend_get(o->device.c_str()));
     m.params = std::move(lm.params);
     ServerOptions so = o->so;
+    // Chat template from the checkpoint's config.json ("chat_template": "{role}: {content}\n",
+    // "chat_assistant_prefix": "assistant:"), unless given as flags.
+    std::ifstream cf(lm.dir + "/config.json");
+    const nlohmann::json cj = nlohmann::json::parse(cf, nullptr, false);
+    if (cj.is_object()) {
+      if (cj.contains("chat_template") && cj["chat_template"].is_string() && o->template_flag->count() == 0)
+        so.message_template = cj["chat_template"].get<std::string>();
+      if (cj.contains("chat_assistant_prefix") && cj["chat_assistant_prefix"].is_string() &&
+          o->prefix_flag->count() == 0)
+        so.assistant_prefix = cj["chat_assistant_prefix"].get<std::string>();
+    }
     if (so.model_name.empty())
       so.model_name = std::filesystem::path(o->ckpt).lexically_normal().filename().string();
     if (so.model_name.empty()) so.model_name = "longctx";

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "cli/gnuplot.h"
 #include "core/error.h"
 #include "dist/simulator.h"
 
@@ -14,20 +15,6 @@ namespace fs = std::filesystem;
 namespace longctx {
 
 namespace {
-
-std::string gp_quote(const std::string& s) {
-  std::string r = "'";
-  for (char c : s) r += (c == '\'') ? std::string("''") : std::string(1, c);
-  return r + "'";
-}
-
-void run_gnuplot(const fs::path& script, const std::string& out) {
-  std::string cmdline = fmt::format("gnuplot {} 2>&1", gp_quote(script.string()));
-  int rc = std::system(cmdline.c_str());
-  LCX_CHECK(rc == 0, "gnuplot failed (exit {}) writing {}; is gnuplot installed? (apt-get install gnuplot-nox)",
-            rc, out);
-  fmt::print("wrote {}\n", out);
-}
 
 // Per-rank predicted time: static DP×CP vs naive HDP vs balanced HDP (the paper's case study).
 void plot_ranks(const SimResult& r, const std::string& out) {
