@@ -60,7 +60,7 @@ void Engine::forward(const Segment* segs, int n_segs, float* logits) {
     kv_cache_reserve(*s.cache, s.n);
     off[i] = T;
     T += s.n;
-    kv_rows = std::max(kv_rows, s.cache->n_old() + s.n);
+    if (s.cache->n_past + s.n > s.cache->capacity) kv_rows = std::max(kv_rows, s.cache->n_old() + s.n);
   }
   reserve(T, n_segs, kv_rows);
   for (int i = 0; i < n_segs; i++)
@@ -74,14 +74,26 @@ void Engine::forward(const Segment* segs, int n_segs, float* logits) {
   shape.slopes = m_.slopes.data();
   shape.bias = c.attention == AttnKind::swat ? c.sigmoid_bias : 0.0f;
   shape.scale = 1.0f / std::sqrt(float(hd));
-  // Queries of segment i against [its cache's last w−1 entries + its own keys].
+  // Queries of segment i against [its cache's last w−1 entries + its own keys]. Before the ring
+  // first wraps (always, for a softmax-full cache) those rows are contiguous in the cache: store
+  // the segment's keys first and attend in place; otherwise gather them into a scratch copy.
+  auto in_place = [&](const Segment& sg) { return sg.cache->n_past + sg.n <= sg.cache->capacity; };
   auto attend = [&](int l, int i, int tid) {
     const Segment& sg = segs[i];
-    const int no = sg.cache->n_old(), t0 = off[i];
-    float *K = gk_[tid].data(), *Vv = gv_[tid].data();
-    kv_cache_gather(*sg.cache, l, K, Vv);
-    std::memcpy(K + size_t(no) * kvd, k_.data() + size_t(t0) * kvd, sizeof(float) * sg.n * kvd);
-    std::memcpy(Vv + size_t(no) * kvd, v_.data() + size_t(t0) * kvd, sizeof(float) * sg.n * kvd);
+    KvCache& kc = *sg.cache;
+    const int no = kc.n_old(), t0 = off[i];
+    const float *K, *Vv;
+    if (in_place(sg)) {
+      kv_cache_store(kc, l, k_.data() + size_t(t0) * kvd, v_.data() + size_t(t0) * kvd, sg.n);
+      K = kc.k[l].data() + size_t(kc.n_past - no) * kvd;
+      Vv = kc.v[l].data() + size_t(kc.n_past - no) * kvd;
+    } else {
+      float *gk = gk_[tid].data(), *gv = gv_[tid].data();
+      kv_cache_gather(kc, l, gk, gv);
+      std::memcpy(gk + size_t(no) * kvd, k_.data() + size_t(t0) * kvd, sizeof(float) * sg.n * kvd);
+      std::memcpy(gv + size_t(no) * kvd, v_.data() + size_t(t0) * kvd, sizeof(float) * sg.n * kvd);
+      K = gk, Vv = gv;
+    }
     AttnShape s = shape;
     s.T = sg.n, s.Tk = no + sg.n;
     float* out = att_.data() + size_t(t0) * qd;
@@ -109,8 +121,9 @@ void Engine::forward(const Segment* segs, int n_segs, float* logits) {
       for (int i = 0; i < n_segs; i++) attend(l, i, omp_get_thread_num());
     }
     for (int i = 0; i < n_segs; i++)
-      kv_cache_store(*segs[i].cache, l, k_.data() + size_t(off[i]) * kvd,
-                     v_.data() + size_t(off[i]) * kvd, segs[i].n);
+      if (!in_place(segs[i]))
+        kv_cache_store(*segs[i].cache, l, k_.data() + size_t(off[i]) * kvd,
+                       v_.data() + size_t(off[i]) * kvd, segs[i].n);
     float* mid = mid_.data();
     be.matmul_forward(mid, att_.data(), w + P.wo + size_t(l) * d * qd, T, qd, d);
     for (size_t i = 0; i < size_t(T) * d; i++) mid[i] += x[i];
