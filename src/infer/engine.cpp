@@ -45,7 +45,7 @@ void Engine::forward(const Segment* segs, int n_segs, float* logits) {
   const Backend& be = *m_.backend;
   const ParamLayout& P = m_.layout;
   const float* w = m_.params.data();
-  const int d = c.hidden_size, hd = c.head_dim(), F = c.intermediate_size, V = c.vocab_size;
+  const int d = c.hidden_size, hd = c.head_dim(), V = c.vocab_size;
   const int H = c.num_attention_heads, Hkv = c.num_key_value_heads, qd = H * hd, kvd = Hkv * hd;
   LCX_CHECK(n_segs >= 1, "engine: forward needs at least one segment");
   // Validate everything before touching a cache.
@@ -69,11 +69,7 @@ void Engine::forward(const Segment* segs, int n_segs, float* logits) {
       pos_[off[i] + j] = int32_t(segs[i].cache->n_past + j);  // absolute position (RoPE)
     }
 
-  AttnShape shape;
-  shape.H = H, shape.Hkv = Hkv, shape.D = hd, shape.window = c.window;
-  shape.slopes = m_.slopes.data();
-  shape.bias = c.attention == AttnKind::swat ? c.sigmoid_bias : 0.0f;
-  shape.scale = 1.0f / std::sqrt(float(hd));
+  const AttnShape shape = model_attn_shape(m_);
   // Queries of segment i against [its cache's last w−1 entries + its own keys]. Before the ring
   // first wraps (always, for a softmax-full cache) those rows are contiguous in the cache: store
   // the segment's keys first and attend in place; otherwise gather them into a scratch copy.
@@ -107,13 +103,9 @@ void Engine::forward(const Segment* segs, int n_segs, float* logits) {
   float* x = x_.data();
   be.embedding_forward(x, tokens_.data(), w + P.wte, T, d);
   for (int l = 0; l < c.num_hidden_layers; l++) {
-    // x = x + Attn(RMSNorm(x)), as model_forward
-    be.rmsnorm_forward(ln_.data(), rstd_.data(), x, w + P.ln1 + size_t(l) * d, T, d, c.rms_norm_eps);
-    be.matmul_forward(q_.data(), ln_.data(), w + P.wq + size_t(l) * qd * d, T, d, qd);
-    be.matmul_forward(k_.data(), ln_.data(), w + P.wk + size_t(l) * kvd * d, T, d, kvd);
-    be.matmul_forward(v_.data(), ln_.data(), w + P.wv + size_t(l) * kvd * d, T, d, kvd);
-    be.rope_forward(q_.data(), pos_.data(), T, H, hd, c.rope_theta);
-    be.rope_forward(k_.data(), pos_.data(), T, Hkv, hd, c.rope_theta);
+    // x = x + Attn(RMSNorm(x));  x = x + SwiGLU(RMSNorm(x)), as model_forward
+    layer_qkv_forward(m_, l, q_.data(), k_.data(), v_.data(), ln_.data(), rstd_.data(), x,
+                      pos_.data(), T);
     if (n_segs == 1) {
       attend(l, 0, 0);  // the kernel parallelises inside
     } else {
@@ -124,16 +116,8 @@ void Engine::forward(const Segment* segs, int n_segs, float* logits) {
       if (!in_place(segs[i]))
         kv_cache_store(*segs[i].cache, l, k_.data() + size_t(off[i]) * kvd,
                        v_.data() + size_t(off[i]) * kvd, segs[i].n);
-    float* mid = mid_.data();
-    be.matmul_forward(mid, att_.data(), w + P.wo + size_t(l) * d * qd, T, qd, d);
-    for (size_t i = 0; i < size_t(T) * d; i++) mid[i] += x[i];
-    // x = x + SwiGLU(RMSNorm(x))
-    be.rmsnorm_forward(ln_.data(), rstd_.data(), mid, w + P.ln2 + size_t(l) * d, T, d, c.rms_norm_eps);
-    be.matmul_forward(gate_.data(), ln_.data(), w + P.wgate + size_t(l) * F * d, T, d, F);
-    be.matmul_forward(up_.data(), ln_.data(), w + P.wup + size_t(l) * F * d, T, d, F);
-    be.swiglu_forward(h_.data(), gate_.data(), up_.data(), T, F);
-    be.matmul_forward(x, h_.data(), w + P.wdown + size_t(l) * d * F, T, F, d);
-    for (size_t i = 0; i < size_t(T) * d; i++) x[i] += mid[i];
+    layer_out_mlp_forward(m_, l, x, mid_.data(), ln_.data(), rstd_.data(), gate_.data(),
+                          up_.data(), h_.data(), att_.data(), x, T);
   }
   for (int i = 0; i < n_segs; i++) {
     segs[i].cache->n_past += segs[i].n;

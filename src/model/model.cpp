@@ -68,18 +68,10 @@ void Model::reserve(int T_max) {
 namespace {
 
 AttnShape attn_shape(const Model& m, const TokenBatch& b) {
-  const Config& c = m.config;
-  AttnShape s;
+  AttnShape s = model_attn_shape(m);
   s.T = b.T;
-  s.H = c.num_attention_heads;
-  s.Hkv = c.num_key_value_heads;
-  s.D = c.head_dim();
-  s.window = c.window;
   s.cu_seqlens = b.cu_seqlens;
   s.n_docs = b.n_docs;
-  s.slopes = m.slopes.data();
-  s.bias = c.attention == AttnKind::swat ? c.sigmoid_bias : 0.0f;
-  s.scale = 1.0f / std::sqrt(float(s.D));
   return s;
 }
 
@@ -96,6 +88,55 @@ void check_batch(const Model& m, const TokenBatch& b) {
 
 }  // namespace
 
+AttnShape model_attn_shape(const Model& m) {
+  const Config& c = m.config;
+  AttnShape s;
+  s.H = c.num_attention_heads;
+  s.Hkv = c.num_key_value_heads;
+  s.D = c.head_dim();
+  s.window = c.window;
+  s.slopes = m.slopes.data();
+  s.bias = c.attention == AttnKind::swat ? c.sigmoid_bias : 0.0f;
+  s.scale = 1.0f / std::sqrt(float(s.D));
+  return s;
+}
+
+void layer_qkv_forward(const Model& m, int l, float* q, float* k, float* v, float* ln,
+                       float* rstd, const float* x, const int32_t* pos, int T) {
+  const Config& c = m.config;
+  const Backend& be = *m.backend;
+  const ParamLayout& P = m.layout;
+  const float* w = m.params.data();
+  const size_t d = c.hidden_size, hd = c.head_dim();
+  const int H = c.num_attention_heads, Hkv = c.num_key_value_heads;
+  const size_t qd = H * hd, kvd = Hkv * hd;
+  be.rmsnorm_forward(ln, rstd, x, w + P.ln1 + l * d, T, int(d), c.rms_norm_eps);
+  be.matmul_forward(q, ln, w + P.wq + l * qd * d, T, int(d), int(qd));
+  be.matmul_forward(k, ln, w + P.wk + l * kvd * d, T, int(d), int(kvd));
+  be.matmul_forward(v, ln, w + P.wv + l * kvd * d, T, int(d), int(kvd));
+  be.rope_forward(q, pos, T, H, int(hd), c.rope_theta);
+  be.rope_forward(k, pos, T, Hkv, int(hd), c.rope_theta);
+}
+
+void layer_out_mlp_forward(const Model& m, int l, float* out, float* mid, float* ln, float* rstd,
+                           float* gate, float* up, float* h, const float* att, const float* x,
+                           int T) {
+  const Config& c = m.config;
+  const Backend& be = *m.backend;
+  const ParamLayout& P = m.layout;
+  const float* w = m.params.data();
+  const size_t d = c.hidden_size, qd = size_t(c.num_attention_heads) * c.head_dim();
+  const size_t F = c.intermediate_size, n = size_t(T) * d;
+  be.matmul_forward(mid, att, w + P.wo + l * d * qd, T, int(qd), int(d));
+  for (size_t i = 0; i < n; i++) mid[i] += x[i];
+  be.rmsnorm_forward(ln, rstd, mid, w + P.ln2 + l * d, T, int(d), c.rms_norm_eps);
+  be.matmul_forward(gate, ln, w + P.wgate + l * F * d, T, int(d), int(F));
+  be.matmul_forward(up, ln, w + P.wup + l * F * d, T, int(d), int(F));
+  be.swiglu_forward(h, gate, up, T, int(F));
+  be.matmul_forward(out, h, w + P.wdown + l * d * F, T, int(F), int(d));
+  for (size_t i = 0; i < n; i++) out[i] += mid[i];
+}
+
 double model_forward(Model& m, const TokenBatch& b, int64_t* n_targets, float dloss) {
   check_batch(m, b);
   const Config& c = m.config;
@@ -103,35 +144,19 @@ double model_forward(Model& m, const TokenBatch& b, int64_t* n_targets, float dl
   const ParamLayout& P = m.layout;
   const float* w = m.params.data();
   Activations& a = m.acts;
-  const int T = b.T, d = c.hidden_size, hd = c.head_dim(), F = c.intermediate_size;
-  const int H = c.num_attention_heads, Hkv = c.num_key_value_heads, qd = H * hd, kvd = Hkv * hd;
+  const int T = b.T, d = c.hidden_size;
   const AttnShape s = attn_shape(m, b);
 
   be.embedding_forward(a.res[0], b.tokens, w + P.wte, T, d);
   for (int l = 0; l < c.num_hidden_layers; l++) {
-    // x = x + Attn(RMSNorm(x))
-    be.rmsnorm_forward(a.ln1[l], a.rstd1[l], a.res[l], w + P.ln1 + size_t(l) * d, T, d, c.rms_norm_eps);
-    be.matmul_forward(a.q[l], a.ln1[l], w + P.wq + size_t(l) * qd * d, T, d, qd);
-    be.matmul_forward(a.k[l], a.ln1[l], w + P.wk + size_t(l) * kvd * d, T, d, kvd);
-    be.matmul_forward(a.v[l], a.ln1[l], w + P.wv + size_t(l) * kvd * d, T, d, kvd);
-    be.rope_forward(a.q[l], b.pos, T, H, hd, c.rope_theta);
-    be.rope_forward(a.k[l], b.pos, T, Hkv, hd, c.rope_theta);
+    // x = x + Attn(RMSNorm(x));  x = x + SwiGLU(RMSNorm(x))
+    layer_qkv_forward(m, l, a.q[l], a.k[l], a.v[l], a.ln1[l], a.rstd1[l], a.res[l], b.pos, T);
     if (c.attention == AttnKind::swat)
       be.swat_forward(a.att[l], a.q[l], a.k[l], a.v[l], s);
     else
       be.softmax_attn_forward(a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l], s);
-    be.matmul_forward(a.mid[l], a.att[l], w + P.wo + size_t(l) * d * qd, T, qd, d);
-    const float* res = a.res[l];
-    float* mid = a.mid[l];
-    for (size_t i = 0; i < size_t(T) * d; i++) mid[i] += res[i];
-    // x = x + SwiGLU(RMSNorm(x))
-    be.rmsnorm_forward(a.ln2[l], a.rstd2[l], mid, w + P.ln2 + size_t(l) * d, T, d, c.rms_norm_eps);
-    be.matmul_forward(a.gate[l], a.ln2[l], w + P.wgate + size_t(l) * F * d, T, d, F);
-    be.matmul_forward(a.up[l], a.ln2[l], w + P.wup + size_t(l) * F * d, T, d, F);
-    be.swiglu_forward(a.h[l], a.gate[l], a.up[l], T, F);
-    float* out = a.res[l + 1];
-    be.matmul_forward(out, a.h[l], w + P.wdown + size_t(l) * d * F, T, F, d);
-    for (size_t i = 0; i < size_t(T) * d; i++) out[i] += mid[i];
+    layer_out_mlp_forward(m, l, a.res[l + 1], a.mid[l], a.ln2[l], a.rstd2[l], a.gate[l], a.up[l],
+                          a.h[l], a.att[l], a.res[l], T);
   }
   const int L = c.num_hidden_layers;
   be.rmsnorm_forward(a.lnf, a.rstdf, a.res[L], w + P.lnf, T, d, c.rms_norm_eps);

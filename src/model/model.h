@@ -51,6 +51,21 @@ struct Model {
   size_t activation_bytes() const { return acts.arena.size() * sizeof(float); }
 };
 
+// Sublayers shared by training (model_forward) and inference (Engine::forward), over T rows of
+// layer l. Attention runs between them, on the caller's keys and values.
+//   layer_qkv_forward:     ln = RMSNorm(x), rstd saved; q = RoPE(ln·Wqᵀ), k = RoPE(ln·Wkᵀ),
+//                          v = ln·Wvᵀ at positions pos.      x, ln (T,d); q (T,H·hd); k, v (T,Hkv·hd)
+//   layer_out_mlp_forward: mid = x + att·Woᵀ;  out = mid + SwiGLU(RMSNorm(mid)) (ln, rstd, gate,
+//                          up, h saved).  gate, up, h (T,F); out may alias x.
+void layer_qkv_forward(const Model& m, int l, float* q, float* k, float* v, float* ln,
+                       float* rstd, const float* x, const int32_t* pos, int T);
+void layer_out_mlp_forward(const Model& m, int l, float* out, float* mid, float* ln, float* rstd,
+                           float* gate, float* up, float* h, const float* att, const float* x,
+                           int T);
+// The attention options of the model (heads, window, slopes, bias, scale); T, Tk and
+// cu_seqlens are the caller's.
+AttnShape model_attn_shape(const Model& m);
+
 // Forward: fills activations and per-token losses; returns the SUM of token losses and
 // sets *n_targets to the number of predicted tokens (targets ≥ 0). b.targets == nullptr
 // skips the head (generation). dloss ≠ 0 prepares training on dloss · Σ_t loss_t
