@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 PKGS=(build-essential cmake ninja-build pkg-config
       libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
       libsentencepiece-dev sentencepiece libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev
+      libopenmpi-dev openmpi-bin
       clang libclang-rt-14-dev
       python3-torch python3-numpy gnuplot-nox)
 missing=()

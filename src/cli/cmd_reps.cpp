@@ -1,5 +1,6 @@
-// `longctx reps synth|filter|score|stats`: LongRePS data (DESIGN.md §4). synth writes multi-hop
-// long-context QA planted in real prose; filter keeps sampled reasoning paths with a correct
+// `longctx reps synth|sample|filter|score|stats`: LongRePS data (DESIGN.md §4). synth writes multi-hop
+// long-context QA planted in real prose; sample draws N reasoning paths per question (local
+// checkpoint or OpenAI-compatible endpoint, resumable); filter keeps sampled reasoning paths with a correct
 // answer and faithful quotes; score computes LongBench qa_f1 / EM with per-hop and per-length
 // breakdowns; stats reads a MuSiQue or LongBench file and summarises it.
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "cli/commands.h"
 #include "core/error.h"
@@ -18,6 +20,7 @@
 #include "reps/filter.h"          // filter_samples, filter_report_json
 #include "reps/qa_data.h"         // qa_read, sample_read, qa_write
 #include "reps/qa_metrics.h"      // qa_evaluate, qa_report_json
+#include "reps/sample.h"          // sample_run, sample_backend_local/endpoint
 #include "reps/synth.h"           // synth_generate, synth_stats
 #include "tokenizer/tokenizer.h"  // Tokenizer
 
@@ -133,6 +136,72 @@ void register_synth(CLI::App& reps) {
   });
 }
 
+void register_sample(CLI::App& reps) {
+  struct Args {
+    std::string data, out, format = "auto";
+    SampleOptions o;
+    LocalBackendOptions local;
+    EndpointOptions ep;
+    int64_t limit = 0;
+  };
+  auto a = std::make_shared<Args>();
+  auto* cmd = reps.add_subcommand(
+      "sample",
+      "Sample N reasoning paths per question from a local checkpoint (--ckpt) or an OpenAI-compatible endpoint "
+      "(--endpoint); appends {\"id\", \"path\", \"text\", \"temperature\", \"seed\"} lines to --out and resumes "
+      "where an interrupted run stopped");
+  cmd->add_option("--data", a->data, "Questions: MuSiQue or LongBench JSONL")->required();
+  cmd->add_option("--format", a->format, "Data format: auto | musique | longbench")->capture_default_str();
+  cmd->add_option("--out", a->out, "Samples JSONL (appended; paths already there are skipped)")->required();
+  cmd->add_option("--ckpt", a->local.ckpt, "Local mode: checkpoint directory (model + tokenizer.model)");
+  cmd->add_option("--device", a->local.device, "Local mode: backend cpu | cpu_ref | cuda")->capture_default_str();
+  cmd->add_option("--max-batch", a->local.max_batch, "Local mode: sequences decoded together")->capture_default_str();
+  cmd->add_option("--max-prompt-tokens", a->local.max_prompt_tokens,
+                  "Local mode: skip questions whose prompt is longer (0 = the engine's limit)")->capture_default_str();
+  cmd->add_option("--max-context", a->local.max_context, "Local mode: KV cache bound of a softmax-full model")
+      ->capture_default_str();
+  cmd->add_option("--endpoint", a->ep.url, "Endpoint mode: http://HOST:PORT of an OpenAI-compatible server");
+  cmd->add_option("--model", a->ep.model, "Endpoint mode: model name sent with each request");
+  cmd->add_option("--api-key", a->ep.api_key, "Endpoint mode: sent as 'Authorization: Bearer KEY'");
+  cmd->add_option("--concurrency", a->ep.concurrency, "Endpoint mode: requests in flight")->capture_default_str();
+  cmd->add_option("--retries", a->ep.retries, "Endpoint mode: retries of a request on connection errors, 429, 5xx")
+      ->capture_default_str();
+  cmd->add_option("--backoff", a->ep.backoff_s, "Endpoint mode: first retry wait in seconds (doubles each retry)")
+      ->capture_default_str();
+  cmd->add_option("--timeout", a->ep.timeout_s, "Endpoint mode: seconds to wait for one response")->capture_default_str();
+  cmd->add_option("--n", a->o.n, "Paths per question")->capture_default_str();
+  cmd->add_option("--temperature", a->o.temperature, "Sampling temperature")->capture_default_str();
+  cmd->add_option("--max-tokens", a->o.max_tokens, "New tokens per path")->capture_default_str();
+  cmd->add_option("--seed", a->o.seed, "Path i draws with seed + i")->capture_default_str();
+  cmd->add_option("--max-quotes", a->o.max_quotes, "Excerpts the prompt allows")->capture_default_str();
+  cmd->add_option("--limit", a->limit, "Only the first N questions (0 = all)")->capture_default_str();
+  cmd->add_option("--fsync-every", a->o.fsync_every, "Records between fsyncs of --out")->capture_default_str();
+  cmd->add_flag("--quiet", a->o.quiet, "Print nothing but errors");
+  cmd->callback([a] {
+    LCX_CHECK(a->local.ckpt.empty() != a->ep.url.empty(),
+              "reps sample: give either --ckpt DIR (a local model) or --endpoint URL (an OpenAI-compatible server){}",
+              a->local.ckpt.empty() ? "" : ", not both");
+    LCX_CHECK(a->limit >= 0, "--limit must be >= 0, got {}", a->limit);
+    const std::vector<QaExample> all = qa_read(a->data, parse_qa_format(a->format));
+    std::set<std::string> ids;
+    for (const QaExample& e : all) ids.insert(e.id);
+    const std::vector<QaExample> ex(all.begin(), all.begin() + long(a->limit > 0 ? std::min<int64_t>(a->limit, int64_t(all.size()))
+                                                                                 : int64_t(all.size())));
+    std::unique_ptr<SampleBackend> backend =
+        a->local.ckpt.empty() ? sample_backend_endpoint(a->ep) : sample_backend_local(a->local);
+    const SampleReport r = sample_run(ex, ids, a->out, *backend, a->o);
+    if (a->o.quiet) return;
+    fmt::print("{} questions x {} paths: {} already done, {} sampled in {:.1f} s ({:.2f} paths/s){}\n", r.questions,
+               a->o.n, r.already_done, r.written, r.seconds, r.seconds > 0 ? double(r.written) / r.seconds : 0.0,
+               r.dropped_bytes ? ", a truncated last line dropped" : "");
+    if (!r.skipped.empty()) {
+      fmt::print("skipped {} questions:\n", r.skipped.size());
+      for (size_t i = 0; i < r.skipped.size() && i < 10; i++) fmt::print("  {}\n", r.skipped[i]);
+      if (r.skipped.size() > 10) fmt::print("  ... and {} more\n", r.skipped.size() - 10);
+    }
+  });
+}
+
 void register_filter(CLI::App& reps) {
   struct Args {
     std::string data, samples, out, report, format = "auto";
@@ -219,9 +288,10 @@ void register_stats(CLI::App& reps) {
 }  // namespace
 
 void register_reps(CLI::App& app) {
-  auto* reps = app.add_subcommand("reps", "LongRePS data: synth | filter | score | stats (DESIGN.md §4)");
+  auto* reps = app.add_subcommand("reps", "LongRePS data: synth | sample | filter | score | stats (DESIGN.md §4)");
   reps->require_subcommand(1);
   register_synth(*reps);
+  register_sample(*reps);
   register_filter(*reps);
   register_score(*reps);
   register_stats(*reps);

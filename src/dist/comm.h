@@ -36,7 +36,9 @@ class Comm {
 
   // Point-to-point fp32 messages. Tags in [0, kMaxUserTag]; messages between one (sender,
   // receiver, tag) triple arrive in the order they were sent. The buffer must stay untouched
-  // (isend) or unread (irecv) until wait() returns.
+  // (isend) or unread (irecv) until wait() returns. Callers post matching sends and receives in
+  // the same order on both sides, so a backend without tags (NCCL: matched in issue order per
+  // peer, buffers on the device, wait = stream synchronisation) can implement this unchanged.
   static constexpr int kMaxUserTag = 29999;
   virtual CommRequest isend(const float* buf, size_t n, int peer, int tag) = 0;
   virtual CommRequest irecv(float* buf, size_t n, int peer, int tag) = 0;

@@ -118,9 +118,9 @@ CpHaloPlan cp_halo_plan(const CpPlacement& p, int part, int window) {
   return hp;
 }
 
-int64_t cp_halo_bytes(const CpHaloPlan& plan, int Hkv, int D) {
+int64_t cp_halo_bytes(const CpHaloPlan& plan, int Hkv, int D, bool backward) {
   int64_t rows = 0;
-  for (const auto& s : plan.send) rows += s.end - s.begin;
+  for (const auto& s : backward ? plan.recv : plan.send) rows += s.end - s.begin;
   return rows * 2 * Hkv * D * int64_t(sizeof(float));
 }
 

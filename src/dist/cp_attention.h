@@ -93,7 +93,8 @@ void cp_attention_backward(Comm& comm, const Backend& be, const CpPlacement& p,
                            float* dk, float* dv, const float* dout, const float* out,
                            const float* lse, const float* q, const float* k, const float* v);
 
-// Bytes this part sends in one forward (K/V halos) and one backward (dK/dV halos).
-int64_t cp_halo_bytes(const CpHaloPlan& plan, int Hkv, int D);
+// Bytes this part sends in one forward (K/V rows later parts need) or one backward (dK/dV of
+// its own halo, back to the earlier parts).
+int64_t cp_halo_bytes(const CpHaloPlan& plan, int Hkv, int D, bool backward = false);
 
 }  // namespace longctx
