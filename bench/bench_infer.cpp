@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "core/rng.h"
+#include "data/loader.h"
 #include "infer/engine.h"
 #include "infer/server.h"
 #include "model/checkpoint.h"
@@ -54,10 +55,7 @@ std::string arg(int argc, char** argv, const char* name, const char* def) {
 }
 
 std::vector<int32_t> random_tokens(size_t n, int V, uint64_t seed) {
-  Rng r(seed);
-  std::vector<int32_t> t(n);
-  for (auto& x : t) x = int32_t(r.next_u32() % uint32_t(V));
-  return t;
+  return random_batch(1, int(n), V, seed).tokens;
 }
 
 int memory(int argc, char** argv) {

@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "data/loader.h"
 #include "infer/engine.h"
 #include "infer/generate.h"
 #include "model/model.h"
@@ -39,10 +40,7 @@ std::unique_ptr<Model> make_model(const Config& c) {
 }
 
 std::vector<int32_t> random_tokens(int n, int V, uint64_t seed) {
-  Rng r(seed);
-  std::vector<int32_t> t(n);
-  for (auto& x : t) x = int32_t(r.next_u32() % uint32_t(V));
-  return t;
+  return random_batch(1, n, V, seed).tokens;
 }
 
 // Logits (T, V) of every position from one full-sequence model_forward.

@@ -23,6 +23,7 @@
 #include "reps/qa_data.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
+#include "tiny_tokenizer.h"
 
 using namespace longctx;
 using namespace longctx::testing;
@@ -55,19 +56,8 @@ class RepsSample : public ::testing::Test {
   static void SetUpTestSuite() {
     setenv("OMP_NUM_THREADS", "1", 1);  // children inherit it: no OpenMP spinning on a shared box
     env = new Env;
-    const char* lines[] = {"The jury said it did find that the city election was conducted well.",
-                           "Hello there, how are you today? I am fine, thank you.",
-                           "Read the passages below and answer the question that follows them.",
-                           "Reply with one JSON object: {\"reasoning\": \"[Excerpt 1] `quote`\", \"answer\": \"x\"}"};
-    int k = 0;
-    TokenizerTrainOptions to;
-    to.vocab_size = 320;
     const std::string tok_path = env->dir.file("tokenizer.model");
-    tokenizer_train([&](std::string& out) {
-      if (k >= 400) return false;
-      out = lines[k++ % 4];
-      return true;
-    }, tok_path, to);
+    longctx::testing::train_tiny_tokenizer(tok_path);
     Config c;
     c.hidden_size = 32, c.num_hidden_layers = 1, c.num_attention_heads = 2, c.num_key_value_heads = 2;
     c.intermediate_size = 64, c.vocab_size = Tokenizer::load(tok_path).vocab_size(), c.window = 16;

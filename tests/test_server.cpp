@@ -23,6 +23,7 @@
 #include "model/checkpoint.h"
 #include "model/params.h"
 #include "tokenizer/tokenizer.h"
+#include "tiny_tokenizer.h"
 
 using namespace longctx;
 using json = nlohmann::json;
@@ -49,19 +50,8 @@ class ServerTest : public ::testing::Test {
     env = new Env;
     env->dir = fs::temp_directory_path() / ("longctx_server_" + std::to_string(getpid()));
     fs::create_directories(env->dir);
-    // A small BPE on a few sentences of English, then a random-init SWAT model of its size.
-    const char* lines[] = {"The jury said it did find that the city election was conducted well.",
-                           "Hello there, how are you today? I am fine, thank you.",
-                           "A sliding window of keys with a sigmoid instead of a softmax.",
-                           "Numbers 0123456789 and punctuation: ; , . ! ? ( ) [ ] { }"};
-    int k = 0;
-    TokenizerTrainOptions to;
-    to.vocab_size = 320;
-    tokenizer_train([&](std::string& out) {
-      if (k >= 400) return false;
-      out = lines[k++ % 4];
-      return true;
-    }, (env->dir / "tokenizer.model").string(), to);
+    // A small BPE, then a random-init SWAT model of its size.
+    longctx::testing::train_tiny_tokenizer((env->dir / "tokenizer.model").string());
     env->tok = std::make_unique<Tokenizer>(Tokenizer::load((env->dir / "tokenizer.model").string()));
     Config c;
     c.hidden_size = 64, c.num_hidden_layers = 2, c.num_attention_heads = 4, c.num_key_value_heads = 2;

@@ -11,6 +11,7 @@
 #include "core/rng.h"
 #include "dist/cost_model.h"
 #include "model/model.h"
+#include "train/trainer.h"
 
 namespace longctx {
 
@@ -22,15 +23,8 @@ double time_fwd_bwd(const Config& c, const Backend& be, int S, int repeats, doub
   param_init(m.params.data(), m.layout, c, 1);
   m.reserve(S);
   *act_bytes = double(m.activation_bytes());
-  const size_t n = static_cast<size_t>(S);
-  std::vector<int32_t> tokens(n), targets(n), pos(n), cu = {0, S};
-  Rng rng(5);
-  for (auto& t : tokens) t = int32_t(rng.below(uint64_t(c.vocab_size)));
-  for (int t = 0; t < S; t++) {
-    pos[size_t(t)] = t;
-    targets[size_t(t)] = t + 1 < S ? tokens[size_t(t) + 1] : -1;
-  }
-  TokenBatch b{tokens.data(), targets.data(), pos.data(), cu.data(), S, 1};
+  const Batch batch = random_batch(1, S, c.vocab_size, 5);
+  const TokenBatch b = batch_view(batch);
   std::vector<double> times;
   for (int r = 0; r < repeats + 1; r++) {  // first run warms up
     std::fill(m.grads.begin(), m.grads.end(), 0.0f);

@@ -8,6 +8,7 @@
 #include "core/rng.h"
 #include "model/model.h"
 #include "train/optimizer.h"
+#include "train/trainer.h"
 
 namespace longctx {
 
@@ -49,19 +50,10 @@ nlohmann::json bench_train(const BenchTrainOpts& o) {
   param_init(m.params.data(), m.layout, c, 1);
   const int T = o.batch * o.S;
   m.reserve(T);
-  // Random tokens, one document per sequence.
-  std::vector<int32_t> tokens(T), targets(T), pos(T), cu;
-  Rng rng(3);
-  for (int t = 0; t < T; t++) tokens[t] = int32_t(rng.below(uint64_t(c.vocab_size)));
-  for (int s = 0; s <= o.batch; s++) cu.push_back(s * o.S);
-  for (int t = 0; t < T; t++) {
-    pos[t] = t % o.S;
-    targets[t] = (t % o.S == o.S - 1) ? -1 : tokens[t + 1];
-  }
-  TokenBatch b{tokens.data(), targets.data(), pos.data(), cu.data(), T, o.batch};
+  const Batch batch = random_batch(o.batch, o.S, c.vocab_size, 3);
+  const TokenBatch b = batch_view(batch);
   AdamW opt;
-  int64_t n_targets = 0;
-  for (int32_t t : targets) n_targets += t >= 0;
+  const int64_t n_targets = batch.n_targets();
   std::vector<double> times;
   for (int s = 0; s < o.warmup + o.steps; s++) {
     auto t0 = std::chrono::steady_clock::now();

@@ -185,4 +185,20 @@ bool ValidationBatches::next(Batch& out) {
   return true;
 }
 
+Batch random_batch(int B, int S, int V, uint64_t seed) {
+  LCX_CHECK(B > 0 && S > 0 && V > 0, "random_batch: B, S and V must be > 0 (got {}, {}, {})", B, S, V);
+  Batch b;
+  b.B = B, b.S = S;
+  const size_t T = size_t(B) * S;
+  b.tokens.resize(T), b.targets.resize(T), b.pos.resize(T);
+  Rng rng(seed);
+  for (auto& t : b.tokens) t = int32_t(rng.below(uint64_t(V)));
+  for (size_t t = 0; t < T; t++) {
+    b.pos[t] = int32_t(t % size_t(S));
+    b.targets[t] = (t % size_t(S) == size_t(S) - 1) ? -1 : b.tokens[t + 1];
+  }
+  for (int s = 0; s <= B; s++) b.cu_seqlens.push_back(s * S);
+  return b;
+}
+
 }  // namespace longctx

@@ -33,6 +33,10 @@ struct Batch {
   int64_t n_targets() const;        // number of targets != -1 (the loss denominator)
 };
 
+// B sequences of S uniformly random tokens in [0, V), one document per sequence (benchmarks and
+// tests that need a batch but no data).
+Batch random_batch(int B, int S, int V, uint64_t seed);
+
 class Loader {
  public:
   Loader(const std::string& shard_path, int B, int S, uint64_t seed);

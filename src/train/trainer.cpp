@@ -21,17 +21,6 @@ namespace longctx {
 
 namespace {
 
-TokenBatch as_tokens(const Batch& b) {
-  TokenBatch t;
-  t.tokens = b.tokens.data();
-  t.targets = b.targets.data();
-  t.pos = b.pos.data();
-  t.cu_seqlens = b.cu_seqlens.data();
-  t.T = int(b.tokens.size());
-  t.n_docs = int(b.cu_seqlens.size()) - 1;
-  return t;
-}
-
 // Mean validation loss over the first `max_tokens` tokens of the validation split.
 double evaluate(Model& m, const std::string& val_path, int B, int S, int64_t max_tokens) {
   ValidationBatches val(val_path, B, S, max_tokens);
@@ -40,7 +29,7 @@ double evaluate(Model& m, const std::string& val_path, int B, int S, int64_t max
   Batch b;
   while (val.next(b)) {
     int64_t k = 0;
-    sum += model_forward(m, as_tokens(b), &k);
+    sum += model_forward(m, batch_view(b), &k);
     n += k;
   }
   LCX_CHECK(n > 0, "validation split {} has no tokens to predict", val_path);
@@ -59,6 +48,17 @@ class Metrics {
 };
 
 }  // namespace
+
+TokenBatch batch_view(const Batch& b) {
+  TokenBatch t;
+  t.tokens = b.tokens.data();
+  t.targets = b.targets.data();
+  t.pos = b.pos.data();
+  t.cu_seqlens = b.cu_seqlens.data();
+  t.T = int(b.tokens.size());
+  t.n_docs = int(b.cu_seqlens.size()) - 1;
+  return t;
+}
 
 TrainResult train(const TrainOptions& o) {
   LCX_CHECK(o.batch > 0 && o.seq > 0 && o.grad_accum > 0, "batch, seq and grad_accum must be > 0");
@@ -128,7 +128,7 @@ TrainResult train(const TrainOptions& o) {
     std::fill(model.grads.begin(), model.grads.end(), 0.0f);
     double loss_sum = 0.0;
     for (auto& mb : micro) {
-      TokenBatch tb = as_tokens(mb);
+      TokenBatch tb = batch_view(mb);
       loss_sum += model_forward(model, tb, nullptr, 1.0f / float(n_targets));
       model_backward(model, tb);
       tokens_seen += tb.T;

@@ -5,7 +5,9 @@
 #include <string>
 #include <vector>
 
+#include "data/loader.h"
 #include "model/config.h"
+#include "model/model.h"
 
 namespace longctx {
 
@@ -41,5 +43,8 @@ struct TrainResult {
 };
 
 TrainResult train(const TrainOptions& o);
+
+// The model's view of a loader batch (no copy).
+TokenBatch batch_view(const Batch& b);
 
 }  // namespace longctx
