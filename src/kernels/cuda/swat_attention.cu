@@ -299,6 +299,41 @@ __device__ __forceinline__ void cp_async_wait_dyn(int n) {
   }
 }
 
+// P = σ(Z) over one S tile of a forward warpgroup, in place in the wgmma accumulator layout
+// (thread t4 holds columns 2·t4 + {0,1} of each 8-column group, for rows r_m[0..1]):
+// z = s·scale + s_h·(m − n) + b, halved for sigmoid_of_twice, with ALiBi split into a per-row
+// constant rc and a per-8-column step. `full` tiles lie inside the band; only the others test
+// the mask (a uniform branch).
+template <int BN>
+__device__ __forceinline__ void sigma_tile(float* s, int n0, bool full, float hs, float col_step,
+                                           float bias, float slope, const float* cb,
+                                           const int* r_lo, const int* r_m, int t4) {
+  float rc[2][2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r)
+#pragma unroll
+    for (int e = 0; e < 2; ++e)
+      rc[r][e] = 0.5f * bias + 0.5f * slope * static_cast<float>(r_m[r] - n0) + cb[e];
+  auto body = [&]<bool MASK>() {
+#pragma unroll
+    for (int jj = 0; jj < BN / 8; ++jj) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float x = fmaf(s[jj * 4 + e], hs, fmaf(static_cast<float>(jj), col_step, rc[e >> 1][e & 1]));
+        float pv = sigmoid_of_twice(x);
+        if constexpr (MASK) {
+          const int n = n0 + jj * 8 + 2 * t4 + (e & 1);
+          const int r = e >> 1;
+          if (n < r_lo[r] || n > r_m[r]) pv = 0.f;
+        }
+        s[jj * 4 + e] = pv;
+      }
+    }
+  };
+  if (full) body.template operator()<false>();
+  else body.template operator()<true>();
+}
+
 template <int D, int NWG, int BN, int STAGES, int MINB, bool OVERLAP>
 __global__ void __launch_bounds__(128 * NWG, MINB) swat_fwd_v2(Params p) {
   using C = FwdV2<D, NWG, BN, STAGES>;
@@ -404,32 +439,8 @@ __global__ void __launch_bounds__(128 * NWG, MINB) swat_fwd_v2(Params p) {
         if (p_live) wgmma_wait<1>();
         else wgmma_wait<0>();
         fence_regs<BN / 2>(s);
-        const bool full = n0 >= lo_max && n0 + BN - 1 <= wm0;
-        float rc[2][2];
-  #pragma unroll
-        for (int r = 0; r < 2; ++r)
-  #pragma unroll
-          for (int e = 0; e < 2; ++e)
-            rc[r][e] = 0.5f * p.bias + 0.5f * slope * static_cast<float>(r_m[r] - n0) + cb[e];
-        // the mask test only on tiles that cross the band's edge (a uniform branch)
-        auto sigma = [&]<bool MASK>() {
-  #pragma unroll
-          for (int jj = 0; jj < BN / 8; ++jj) {
-  #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const float x = fmaf(s[jj * 4 + e], hs, fmaf(static_cast<float>(jj), col_step, rc[e >> 1][e & 1]));
-              float pv = sigmoid_of_twice(x);
-              if constexpr (MASK) {
-                const int n = n0 + jj * 8 + 2 * t4 + (e & 1);
-                const int r = e >> 1;
-                if (n < r_lo[r] || n > r_m[r]) pv = 0.f;
-              }
-              s[jj * 4 + e] = pv;
-            }
-          }
-        };
-        if (full) sigma.template operator()<false>();
-        else sigma.template operator()<true>();
+        sigma_tile<BN>(s, n0, n0 >= lo_max && n0 + BN - 1 <= wm0, hs, col_step, p.bias, slope, cb,
+                       r_lo, r_m, t4);
       }
       wgmma_wait<0>();
       fence_regs<D / 2>(o);
@@ -509,32 +520,8 @@ __global__ void __launch_bounds__(128 * NWG, MINB) swat_fwd_v2(Params p) {
       if (j + 1 < n_tiles) issue_s(sn, j + 1);
       wgmma_commit();
       const int n0 = n_first + j * BN;
-      const bool full = n0 >= lo_max && n0 + BN - 1 <= wm0;
-      float rc[2][2];
-  #pragma unroll
-      for (int r = 0; r < 2; ++r)
-  #pragma unroll
-        for (int e = 0; e < 2; ++e)
-          rc[r][e] = 0.5f * p.bias + 0.5f * slope * static_cast<float>(r_m[r] - n0) + cb[e];
-      // the mask test only on tiles that cross the band's edge (a uniform branch)
-      auto sigma = [&]<bool MASK>() {
-  #pragma unroll
-        for (int jj = 0; jj < BN / 8; ++jj) {
-  #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const float x = fmaf(sc[jj * 4 + e], hs, fmaf(static_cast<float>(jj), col_step, rc[e >> 1][e & 1]));
-            float pv = sigmoid_of_twice(x);
-            if constexpr (MASK) {
-              const int n = n0 + jj * 8 + 2 * t4 + (e & 1);
-              const int r = e >> 1;
-              if (n < r_lo[r] || n > r_m[r]) pv = 0.f;
-            }
-            sc[jj * 4 + e] = pv;
-          }
-        }
-      };
-      if (full) sigma.template operator()<false>();
-      else sigma.template operator()<true>();
+      sigma_tile<BN>(sc, n0, n0 >= lo_max && n0 + BN - 1 <= wm0, hs, col_step, p.bias, slope, cb,
+                     r_lo, r_m, t4);
       wgmma_wait<1>();  // O += P_{j−1} V_{j−1} retired: pf is free
       fence_regs<D / 2>(o);
   #pragma unroll
