@@ -18,6 +18,7 @@
 #include "data/shard.h"
 #include "tokenizer/tokenizer.h"
 #include "test_util.h"
+#include "tiny_tokenizer.h"
 
 namespace fs = std::filesystem;
 using namespace longctx;
@@ -89,17 +90,8 @@ std::string sample_prose(int copies) {
 const Tokenizer& small_tokenizer() {
   static TempDir dir;
   static Tokenizer tok = [] {
-    std::string text = sample_prose(20);
-    bool given = false;
-    TokenizerTrainOptions opt;
-    opt.vocab_size = 400;
-    tokenizer_train([&](std::string& out) {
-      if (given) return false;
-      out = text;
-      given = true;
-      return true;
-    }, dir.file("tok.model"), opt);
-    return Tokenizer::load(dir.file("tok.model"));
+    return Tokenizer::load(
+        longctx::testing::train_tokenizer_on(sample_prose(20), dir.file("tok.model"), 400));
   }();
   return tok;
 }

@@ -14,6 +14,7 @@
 #include "core/rng.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/ref.h"
+#include "test_util.h"
 
 using namespace longctx;
 
@@ -21,12 +22,8 @@ namespace {
 
 using Vd = std::vector<double>;
 
-Vd randn(size_t n, uint64_t seed, double scale = 1.0) {
-  Rng r(seed);
-  Vd v(n);
-  for (auto& x : v) x = scale * r.normal();
-  return v;
-}
+Vd randn(size_t n, uint64_t seed, double scale = 1) { return longctx::testing::randn<double>(n, seed, scale); }
+
 double dot(const Vd& a, const Vd& b) {
   double s = 0;
   for (size_t i = 0; i < a.size(); i++) s += a[i] * b[i];

@@ -18,6 +18,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "kernels/backend.h"
+#include "test_util.h"
 
 using namespace longctx;
 
@@ -25,12 +26,8 @@ namespace {
 
 using Vec = std::vector<float>;
 
-Vec randn(size_t n, uint64_t seed, float scale = 1.0f) {
-  Rng r(seed);
-  Vec v(n);
-  for (auto& x : v) x = scale * r.normal();
-  return v;
-}
+Vec randn(size_t n, uint64_t seed, float scale = 1) { return longctx::testing::randn<float>(n, seed, scale); }
+
 Vec nans(size_t n) { return Vec(n, NAN); }
 
 // One named output of an op run; `fill` is what the buffer held before the call (gradients).

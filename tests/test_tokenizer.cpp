@@ -11,6 +11,7 @@
 #include "data/corpus.h"
 #include "tokenizer/tokenizer.h"
 #include "test_util.h"
+#include "tiny_tokenizer.h"
 
 namespace fs = std::filesystem;
 using namespace longctx;
@@ -49,17 +50,7 @@ std::string prose_document(int copies) {
 }
 
 std::string train_small(const TempDir& t, int vocab) {
-  std::string text = prose_document(10);
-  bool given = false;
-  TokenizerTrainOptions opt;
-  opt.vocab_size = vocab;
-  tokenizer_train([&](std::string& out) {
-    if (given) return false;
-    out = text;
-    given = true;
-    return true;
-  }, t.file("small.model"), opt);
-  return t.file("small.model");
+  return longctx::testing::train_tokenizer_on(prose_document(10), t.file("small.model"), vocab);
 }
 
 std::string brown_dir() {

@@ -11,8 +11,10 @@
 #include <initializer_list>
 #include <iterator>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
+#include "core/rng.h"
 
 namespace longctx::testing {
 
@@ -31,6 +33,15 @@ struct TempDir {
   TempDir& operator=(const TempDir&) = delete;
   std::string file(const std::string& name) const { return (path / name).string(); }
 };
+
+// n standard-normal values (× scale) from a seeded Philox stream: test inputs, never zeros.
+template <class T>
+std::vector<T> randn(size_t n, uint64_t seed, T scale = T(1)) {
+  Rng r(seed);
+  std::vector<T> v(n);
+  for (auto& x : v) x = scale * T(r.normal());
+  return v;
+}
 
 // Writes `bytes` to `path`, creating parent directories.
 inline void write_file(const std::string& path, const std::string& bytes) {

@@ -7,6 +7,22 @@
 
 namespace longctx::testing {
 
+// Trains a BPE of `vocab` pieces on one text (tests with their own prose); returns `path`.
+inline std::string train_tokenizer_on(const std::string& text, const std::string& path, int vocab) {
+  bool given = false;
+  TokenizerTrainOptions opt;
+  opt.vocab_size = vocab;
+  tokenizer_train(
+      [&](std::string& out) {
+        if (given) return false;
+        out = text;
+        given = true;
+        return true;
+      },
+      path, opt);
+  return path;
+}
+
 inline void train_tiny_tokenizer(const std::string& path) {
   const char* lines[] = {"The jury said it did find that the city election was conducted well.",
                          "Hello there, how are you today? I am fine, thank you.",
