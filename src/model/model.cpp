@@ -151,7 +151,9 @@ double model_forward(Model& m, const TokenBatch& b, int64_t* n_targets, float dl
   for (int l = 0; l < c.num_hidden_layers; l++) {
     // x = x + Attn(RMSNorm(x));  x = x + SwiGLU(RMSNorm(x))
     layer_qkv_forward(m, l, a.q[l], a.k[l], a.v[l], a.ln1[l], a.rstd1[l], a.res[l], b.pos, T);
-    if (c.attention == AttnKind::swat)
+    if (m.attention)
+      m.attention->forward(m, l, s, a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l]);
+    else if (c.attention == AttnKind::swat)
       be.swat_forward(a.att[l], a.q[l], a.k[l], a.v[l], s);
     else
       be.softmax_attn_forward(a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l], s);
@@ -221,7 +223,10 @@ void model_backward(Model& m, const TokenBatch& b) {
     zero(a.dq, size_t(T) * qd);
     zero(a.dk, size_t(T) * kvd);
     zero(a.dv, size_t(T) * kvd);
-    if (c.attention == AttnKind::swat)
+    if (m.attention)
+      m.attention->backward(m, l, s, a.dq, a.dk, a.dv, a.datt, a.att[l], a.lse[l], a.q[l],
+                            a.k[l], a.v[l]);
+    else if (c.attention == AttnKind::swat)
       be.swat_backward(a.dq, a.dk, a.dv, a.datt, a.q[l], a.k[l], a.v[l], s);
     else
       be.softmax_attn_backward(a.dq, a.dk, a.dv, a.datt, a.att[l], a.lse[l], a.q[l], a.k[l],

@@ -36,6 +36,21 @@ struct Activations {
         *datt = nullptr, *dh = nullptr, *dgate = nullptr, *dup = nullptr;
 };
 
+struct Model;
+
+// Who computes one layer's attention over the batch's post-RoPE q, k, v. Null (the default):
+// the backend's kernels on the whole packed stream. The HDP runtime installs context-parallel
+// attention (src/dist) for a sequence whose tokens span several ranks. Same contracts as the op
+// table: forward overwrites out (and lse, softmax only); backward accumulates into dq, dk, dv.
+struct LayerAttention {
+  virtual ~LayerAttention() = default;
+  virtual void forward(const Model& m, int layer, const AttnShape& s, float* out, float* lse,
+                       const float* q, const float* k, const float* v) = 0;
+  virtual void backward(const Model& m, int layer, const AttnShape& s, float* dq, float* dk,
+                        float* dv, const float* dout, const float* out, const float* lse,
+                        const float* q, const float* k, const float* v) = 0;
+};
+
 struct Model {
   Config config;
   ParamLayout layout;
@@ -44,6 +59,7 @@ struct Model {
   std::vector<float> slopes;  // ALiBi slope per query head
   const Backend* backend = nullptr;
   Activations acts;
+  LayerAttention* attention = nullptr;  // not owned; null = backend kernels
 
   Model(const Config& c, const Backend& be);
   // Size the activation arena for up to T_max tokens per forward (no-op if already large enough).
