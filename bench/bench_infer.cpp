@@ -166,7 +166,7 @@ int load(int argc, char** argv) {
   LoadedModel lm = checkpoint_load(ckpt);
   Tokenizer tok = Tokenizer::load(ckpt + "/tokenizer.model");
   Model m(lm.config, backend_cpu());
-  m.params = std::move(lm.params);
+  m.params.upload(lm.params.data(), lm.params.size());
   ServerOptions so;
   so.port = 0, so.model_name = "m", so.threads = conc + 16, so.max_batch = 32;
   Server server(m, tok, so, {});

@@ -19,44 +19,15 @@
 #include <string>
 #include <vector>
 
-#include "core/error.h"
-#include "core/rng.h"
-#include "dist/comm.h"
 #include "dist/cp_attention.h"
-#include "model/model.h"
 #include "model/params.h"
+#include "mpi_util.h"
 #include "train/optimizer.h"
 
 using namespace longctx;
+using namespace longctx::testing;
 
 namespace {
-
-int g_failures = 0;
-
-double rel_err(const float* a, const float* b, size_t n) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < n; i++) {
-    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-    den += double(b[i]) * b[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-
-void expect_close(Comm& c, const std::string& what, const float* got, const float* want, size_t n,
-                  double tol = 1e-5) {
-  const double e = rel_err(got, want, n);
-  if (!(e < tol)) {
-    std::fprintf(stderr, "rank %d: MISMATCH %s: relative error %.3g >= %.0e\n", c.rank(),
-                 what.c_str(), e, tol);
-    g_failures++;
-  }
-}
-
-std::vector<float> randn(Rng& r, size_t n, float scale = 1.0f) {
-  std::vector<float> x(n);
-  for (auto& v : x) v = scale * r.normal();
-  return x;
-}
 
 // ---- comm ------------------------------------------------------------------------------------
 
@@ -73,16 +44,14 @@ void test_comm(Comm& c) {
     rq.push_back(c.isend(b.data(), b.size(), next, 2));
     c.wait_all(rq);
     if (ra[4] != float(prev) || rb[6] != float(10 * prev)) {
-      std::fprintf(stderr, "rank %d: MISMATCH p2p ring: got %g %g\n", me, ra[4], rb[6]);
-      g_failures++;
+      mismatch(c, fmt::format("p2p ring: got {} {}", ra[4], rb[6]));
     }
   }
   // All-reduce: exact against the rank-order sum every rank can compute itself.
   for (size_t n : {size_t(0), size_t(1), size_t(2), size_t(P + 1), size_t(1000), size_t(1) << 20}) {
     std::vector<std::vector<float>> all(static_cast<size_t>(P));
     for (int r = 0; r < P; r++) {
-      Rng rng(1234 + uint64_t(r), n);
-      all[size_t(r)] = randn(rng, n);
+      all[size_t(r)] = randn<float>(n, 1234 + uint64_t(r));
     }
     std::vector<float> buf = all[size_t(me)], want(n);
     for (size_t i = 0; i < n; i++) {
@@ -92,9 +61,8 @@ void test_comm(Comm& c) {
     }
     c.allreduce_sum(buf.data(), n);
     if (n && std::memcmp(buf.data(), want.data(), n * sizeof(float)) != 0) {
-      std::fprintf(stderr, "rank %d: MISMATCH allreduce n=%zu: not bit-identical to the "
-                   "rank-order sum (rel err %.3g)\n", me, n, rel_err(buf.data(), want.data(), n));
-      g_failures++;
+      mismatch(c, fmt::format("allreduce n={}: not bit-identical to the rank-order sum (rel err "
+                              "{:.3g})", n, rel_err(buf.data(), want.data(), n)));
     }
   }
   c.barrier();
@@ -111,9 +79,7 @@ void test_comm(Comm& c) {
       }
       const bool want_error = me == 1;
       if (want_error != !msg.empty() || (want_error && msg.find("tag 9") == std::string::npos)) {
-        std::fprintf(stderr, "rank %d: MISMATCH length check (sent %zu): '%s'\n", me, sent,
-                     msg.c_str());
-        g_failures++;
+        mismatch(c, fmt::format("length check (sent {}): '{}'", sent, msg));
       }
       if (me == 1 && sent == 4) std::printf("length check: %s\n", msg.c_str());
     }
@@ -144,9 +110,8 @@ void run_cp_case(Comm& c, const Backend& be, const CpCase& k) {
   const size_t qd = size_t(k.H) * k.D, kvd = size_t(k.Hkv) * k.D;
 
   // Every rank draws the same whole-stream tensors.
-  Rng rng(42, 0);
-  auto q = randn(rng, S * qd, 0.5f), kk = randn(rng, S * kvd, 0.5f), v = randn(rng, S * kvd);
-  auto dout = randn(rng, S * qd);
+  const auto q = randn<float>(S * qd, 42, 0.5f), kk = randn<float>(S * kvd, 43, 0.5f),
+             v = randn<float>(S * kvd, 44), dout = randn<float>(S * qd, 45);
   std::vector<float> slopes(size_t(k.H));
   alibi_slopes(slopes.data(), k.softmax ? Alibi::neg : Alibi::balanced, k.H);
 
@@ -200,11 +165,9 @@ void run_cp_case(Comm& c, const Backend& be, const CpCase& k) {
   const int64_t bwd_bytes = c.stats.bytes_sent - bytes0 - fwd_bytes;
   if (fwd_bytes != cp_halo_bytes(st.plan, k.Hkv, k.D) ||
       bwd_bytes != cp_halo_bytes(st.plan, k.Hkv, k.D, true)) {
-    std::fprintf(stderr, "rank %d: MISMATCH %s bytes: fwd %lld bwd %lld planned %lld %lld\n", me,
-                 k.name, (long long)fwd_bytes, (long long)bwd_bytes,
-                 (long long)cp_halo_bytes(st.plan, k.Hkv, k.D),
-                 (long long)cp_halo_bytes(st.plan, k.Hkv, k.D, true));
-    g_failures++;
+    mismatch(c, fmt::format("{} bytes: fwd {} bwd {} planned {} {}", k.name, fwd_bytes, bwd_bytes,
+                            cp_halo_bytes(st.plan, k.Hkv, k.D),
+                            cp_halo_bytes(st.plan, k.Hkv, k.D, true)));
   }
   const std::string tag = std::string(k.name) + " part " + std::to_string(me);
   expect_close(c, tag + " out", pout.data(), out.data() + b * qd, T * qd);
@@ -255,56 +218,24 @@ void test_cp(Comm& c) {
   CpPlacement bad{{0, 1}, {0, 10, 5}, {0, 5}};
   try {
     cp_halo_plan(bad, 0, 4);
-    std::fprintf(stderr, "rank %d: MISMATCH: decreasing bounds accepted\n", c.rank());
-    g_failures++;
+    mismatch(c, "decreasing bounds accepted");
   } catch (const Error&) {
   }
 }
 
 // ---- data-parallel step ----------------------------------------------------------------------
 
-struct Batch {
-  std::vector<int32_t> tokens, targets, pos, cu;
-  TokenBatch view() const {
-    return TokenBatch{tokens.data(), targets.data(), pos.data(), cu.data(), int(tokens.size()),
-                      int(cu.size()) - 1};
-  }
-};
-
-Batch make_batch(const std::vector<std::vector<int32_t>>& docs) {
-  Batch b;
-  b.cu.push_back(0);
-  for (const auto& d : docs) {
-    for (size_t t = 0; t < d.size(); t++) {
-      b.tokens.push_back(d[t]);
-      b.targets.push_back(t + 1 < d.size() ? d[t + 1] : -1);
-      b.pos.push_back(int32_t(t));
-    }
-    b.cu.push_back(int32_t(b.tokens.size()));
-  }
-  return b;
-}
-
 void test_dp(Comm& c) {
   const int P = c.size(), me = c.rank();
-  Config cfg;
-  cfg.hidden_size = 64;
-  cfg.num_hidden_layers = 2;
-  cfg.num_attention_heads = 4;
-  cfg.num_key_value_heads = 2;
-  cfg.intermediate_size = 128;
-  cfg.vocab_size = 96;
+  Config cfg = tiny_config();
   cfg.window = 16;
   const Backend& be = backend_get("cpu");
   // Global batch: 2·P documents of different lengths; rank r holds documents 2r, 2r+1.
-  Rng rng(7, 0);
-  std::vector<std::vector<int32_t>> docs(size_t(2 * P));
-  for (size_t i = 0; i < docs.size(); i++) {
-    docs[i].resize(size_t(17 + 13 * i % 29));
-    for (auto& t : docs[i]) t = int32_t(rng.below(uint64_t(cfg.vocab_size)));
-  }
-  const Batch global = make_batch(docs);
-  const Batch local = make_batch({docs[size_t(2 * me)], docs[size_t(2 * me + 1)]});
+  std::vector<int64_t> len;
+  for (int i = 0; i < 2 * P; i++) len.push_back(17 + 13 * i % 29);
+  const auto docs = random_docs(len, cfg.vocab_size, 7);
+  const Packed global = pack(docs);
+  const Packed local = pack({docs[size_t(2 * me)], docs[size_t(2 * me + 1)]});
 
   Model ref(cfg, be), dp(cfg, be);
   param_init(ref.params.data(), ref.layout, cfg, 99);
@@ -336,13 +267,11 @@ void test_dp(Comm& c) {
     adamw_step(be, opt_dp, dp.params.data(), dp.grads.data(), dp.layout, lr);
 
     if (int64_t(cnt[0]) != n_all) {
-      std::fprintf(stderr, "rank %d: MISMATCH target count %g vs %lld\n", me, cnt[0], (long long)n_all);
-      g_failures++;
+      mismatch(c, fmt::format("target count {} vs {}", cnt[0], n_all));
     }
     const double loss_dp = double(l[0]) / cnt[0], want = loss_ref / double(n_all);
     if (std::fabs(loss_dp - want) > 1e-5 * std::fabs(want)) {
-      std::fprintf(stderr, "rank %d: MISMATCH step %d loss %.8f vs %.8f\n", me, step, loss_dp, want);
-      g_failures++;
+      mismatch(c, fmt::format("step {} loss {:.8f} vs {:.8f}", step, loss_dp, want));
     }
     expect_close(c, "dp step " + std::to_string(step) + " params", dp.params.data(),
                  ref.params.data(), ref.params.size());
@@ -364,7 +293,7 @@ void test_hang(Comm& c) {
     std::vector<float> x(16);
     CommRequest r = c.irecv(x.data(), x.size(), 1, 5);
     c.wait(r);  // must abort after 2 s
-    std::fprintf(stderr, "rank 0: MISMATCH: wait returned without a message\n");
+    mismatch(c, "wait returned without a message");
   }
 }
 
@@ -417,8 +346,8 @@ void bench_bytes(Comm& c) {
     for (int r = 0; r <= P; r++) pl.bounds.push_back(int64_t(S) * r / P);
     pl.cu_seqlens = {0, S};
     const size_t T = size_t(pl.bounds[size_t(me) + 1] - pl.bounds[size_t(me)]);
-    Rng rng(3, uint64_t(me));
-    auto q = randn(rng, T * qd, 0.5f), k = randn(rng, T * kvd, 0.5f), v = randn(rng, T * kvd);
+    const auto q = randn<float>(T * qd, 30 + uint64_t(me), 0.5f),
+               k = randn<float>(T * kvd, 40 + uint64_t(me), 0.5f), v = randn<float>(T * kvd, 50 + uint64_t(me));
     std::vector<float> out(T * qd), dq(T * qd), dk(T * kvd), dv(T * kvd), slopes(size_t(H), -0.01f);
     CpAttnArgs a;
     a.H = H;
@@ -454,9 +383,7 @@ void bench_bytes(Comm& c) {
     // O(w·d) per rank: the halo traffic must not grow with the sequence (slices ≥ w here).
     if (first_halo < 0) first_halo = halo[0];
     if (double(halo[0]) != first_halo) {
-      std::fprintf(stderr, "rank %d: MISMATCH halo bytes %.0f at S=%d differ from %.0f\n", me,
-                   double(halo[0]), S, first_halo);
-      g_failures++;
+      mismatch(c, fmt::format("halo bytes {} at S={} differ from {}", halo[0], S, first_halo));
     }
   }
 }
@@ -464,33 +391,17 @@ void bench_bytes(Comm& c) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::unique_ptr<Comm> c;
-  try {
-    c = comm_mpi_init(&argc, &argv, 20);
-  } catch (const Error& e) {
-    std::fprintf(stderr, "mpi_cp_test: %s\n", e.what());
-    return 1;
-  }
-  const std::string mode = argc > 1 ? argv[1] : "";
-  try {
-    if (mode == "comm") test_comm(*c);
-    else if (mode == "cp") test_cp(*c);
-    else if (mode == "dp") test_dp(*c);
-    else if (mode == "hang") test_hang(*c);
-    else if (mode == "die") test_die(*c);
-    else if (mode == "bytes") bench_bytes(*c);
-    else c->abort("usage: mpirun -np N mpi_cp_test comm|cp|dp|hang|die|bytes", 2);
-  } catch (const Error& e) {
-    c->abort(std::string("error: ") + e.what(), 1);
-  }
-  // Every rank learns whether any failed, so all exit with the same code.
-  std::vector<float> f{float(g_failures)};
-  c->allreduce_sum(f.data(), 1);
-  if (f[0] > 0) {
-    if (c->rank() == 0) std::fprintf(stderr, "mpi_cp_test %s: %g mismatches\n", mode.c_str(), f[0]);
-    c.reset();
-    return 1;
-  }
-  if (c->rank() == 0) std::printf("mpi_cp_test %s: ok (%d ranks)\n", mode.c_str(), c->size());
-  return 0;
+  return mpi_mode_main("mpi_cp_test", argc, argv, 20,
+                       "mpirun -np N mpi_cp_test comm|cp|dp|hang|die|bytes",
+                       [](Comm& c, const std::vector<std::string>& args) {
+                         const std::string mode = args.empty() ? "" : args[0];
+                         if (mode == "comm") test_comm(c);
+                         else if (mode == "cp") test_cp(c);
+                         else if (mode == "dp") test_dp(c);
+                         else if (mode == "hang") test_hang(c);
+                         else if (mode == "die") test_die(c);
+                         else if (mode == "bytes") bench_bytes(c);
+                         else return false;
+                         return true;
+                       });
 }

@@ -5,6 +5,7 @@
 //   - point-to-point (size > 1): each rank sends to the next and receives from the previous rank
 //     in one "send, then receive" order on every rank (would deadlock with unbatched NCCL calls),
 //     tag-ordered messages of several lengths
+//   - reduce_scatter_sum then all_gather (uneven chunks) == all-reduce
 //   - barrier; bytes_sent accounting
 #include <cuda_runtime.h>
 
@@ -64,6 +65,25 @@ int main(int argc, char** argv) {
       ok = std::fabs(got[i] - want) <= 1e-6 * std::fabs(want);
     }
     expect(ok, R, "all-reduce sum");
+    cudaFree(d);
+  }
+
+  {  // ZeRO-1's halves: reduce-scatter, then all-gather of the reduced chunks
+    const size_t n = 1001;  // not a multiple of the rank count
+    std::vector<float> h(n);
+    for (size_t i = 0; i < n; i++) h[i] = float(R + 1) + float(i % 13);
+    float* d = to_device(h);
+    c.reduce_scatter_sum(d, n);
+    std::vector<float> got = to_host(d, n);
+    bool ok = true;
+    for (size_t i = c.chunk_begin(n, R); i < c.chunk_begin(n, R + 1); i++)
+      ok &= got[i] == float(P * (P + 1) / 2) + float(P) * float(i % 13);
+    expect(ok, R, "reduce-scatter: own chunk is the sum");
+    c.all_gather(d, n);
+    got = to_host(d, n);
+    ok = true;
+    for (size_t i = 0; i < n; i++) ok &= got[i] == float(P * (P + 1) / 2) + float(P) * float(i % 13);
+    expect(ok, R, "all-gather: every chunk is the sum");
     cudaFree(d);
   }
 

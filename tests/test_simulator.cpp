@@ -78,6 +78,34 @@ TEST(Simulator, PresetsAndScale) {
   EXPECT_GT(rs.stages[4].tokens_per_s, r.stages[0].tokens_per_s * 0.0);  // runs
 }
 
+// Issue 11: one cost model for both attention kinds — a Llama-style (full causal softmax) and a
+// SWAT model of the same shape on the same data and cluster.
+TEST(Simulator, FullVsSwatOnTheSameData) {
+  SimOptions o;  // 7B, 2M context, 1,024 H100
+  o.steps = 1;
+  const SimComparison c = simulate_attention_kinds(o);
+  EXPECT_EQ(c.full.setup["attention"], "full");
+  EXPECT_EQ(c.swat.setup["attention"], "swat");
+  EXPECT_EQ(c.swat.setup["window"].get<int>(), kSwatWindow);
+  EXPECT_EQ(c.full.setup["distribution"], c.swat.setup["distribution"]);
+  for (size_t i = 0; i < c.full.stages.size(); i++)  // quadratic vs linear attention at 2M tokens
+    EXPECT_LT(c.swat.stages[i].step_s, c.full.stages[i].step_s) << c.full.stages[i].label;
+  // static DP×CP: ring exchange of whole K/V slices vs a halo of w−1 rows
+  EXPECT_GT(c.full.stages[0].exposed_comm_s, c.swat.stages[0].exposed_comm_s);
+  EXPECT_NE(sim_comparison_table(c).find("swat/full"), std::string::npos);
+  o.attention = "swat";  // the same as --window 256
+  SimOptions w;
+  w.steps = 1;
+  w.window = kSwatWindow;
+  EXPECT_DOUBLE_EQ(simulate(o).stages[4].step_s, simulate(w).stages[4].step_s);
+  o.attention = "mamba";
+  EXPECT_NE(error_of([&] { simulate(o); }).find("unknown --attention 'mamba' (expected full or swat)"),
+            std::string::npos);
+  o.attention = "full";
+  o.window = 256;
+  EXPECT_NE(error_of([&] { simulate(o); }).find("--attention full has none"), std::string::npos);
+}
+
 TEST(Simulator, BadSettingsGiveClearErrors) {
   SimOptions o;
   o.model = "175b";
@@ -118,6 +146,15 @@ TEST(Simulator, LengthsFromAFile) {
   CliRun c = run_cli(fmt::format("simulate --lengths {} --steps 1", lf.string()));
   EXPECT_ERROR(c, lf.string() + ":2003:");
   fs::remove(lf);
+}
+
+TEST(PlanCli, SimulateBothAttentionKinds) {
+  CliRun r = run_cli("simulate --attention both --steps 1 --gpus 256 --context 524288");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("full causal attention vs SWAT w = 256"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("(e) + remote dataloader"), std::string::npos) << r.out;
+  EXPECT_ERROR(run_cli("simulate --attention both --plot-ranks x.png"), "plots need one attention kind");
+  EXPECT_ERROR(run_cli("plan --lengths /dev/null --attention linear"), "unknown --attention 'linear'");
 }
 
 TEST(PlanCli, HelpAndJson) {

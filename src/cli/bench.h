@@ -25,6 +25,8 @@ struct BenchTrainOpts {
   std::string backend = "cpu";
   std::string preset = "tiny";
   std::string attention;  // override: swat | softmax
+  int window = 0;         // override (0: the preset's)
+  bool recompute = false; // per-layer activation recompute (Model::recompute)
   int batch = 1, S = 1024, steps = 5, warmup = 1;
 };
 // Times full training steps (forward, backward, AdamW) on random tokens; returns

@@ -20,17 +20,21 @@ namespace {
 // Median seconds of forward+backward on one random sequence of S tokens; sets *act_bytes.
 double time_fwd_bwd(const Config& c, const Backend& be, int S, int repeats, double* act_bytes) {
   Model m(c, be);
-  param_init(m.params.data(), m.layout, c, 1);
+  std::vector<float> init(m.layout.total);
+  param_init(init.data(), m.layout, c, 1);
+  m.params.upload(init.data(), init.size());
   m.reserve(S);
   *act_bytes = double(m.activation_bytes());
   const Batch batch = random_batch(1, S, c.vocab_size, 5);
   const TokenBatch b = batch_view(batch);
   std::vector<double> times;
   for (int r = 0; r < repeats + 1; r++) {  // first run warms up
-    std::fill(m.grads.begin(), m.grads.end(), 0.0f);
+    be.zero(m.grads.data(), m.grads.size());
+    be.sync();
     auto t0 = std::chrono::steady_clock::now();
     model_forward(m, b, nullptr, 1.0f / float(S - 1));
     model_backward(m, b);
+    be.sync();
     double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (r > 0) times.push_back(dt);
   }

@@ -34,6 +34,8 @@ void register_bench(CLI::App& app) {
   tr->add_option("--device", to->backend, "Backend: cpu | cpu_ref | cuda")->capture_default_str();
   tr->add_option("--preset", to->preset, "Model preset")->capture_default_str();
   tr->add_option("--attention", to->attention, "Override attention kind: swat | softmax");
+  tr->add_option("--window,-w", to->window, "Override the attention window (0: the preset's)");
+  tr->add_flag("--recompute", to->recompute, "Recompute each layer's activations in backward");
   tr->add_option("--batch", to->batch, "Sequences per step")->capture_default_str();
   tr->add_option("--seq,-S", to->S, "Sequence length")->capture_default_str();
   tr->add_option("--steps", to->steps, "Timed steps (median)")->capture_default_str();

@@ -37,7 +37,7 @@ void register_generate(CLI::App& app) {
               "{}: tokenizer.model has {} pieces but config.json says vocab_size {}", o->ckpt,
               tok.vocab_size(), lm.config.vocab_size);
     Model m(lm.config, backend_get(o->device.c_str()));
-    m.params = std::move(lm.params);
+    m.params.upload(lm.params.data(), lm.params.size());
     Sampler sampler(o->sp);
     std::vector<int32_t> ids = {tok.bos_id()};
     for (int32_t t : tok.encode(o->prompt)) ids.push_back(t);

@@ -45,6 +45,9 @@ void register_plan(CLI::App& app) {
   cmd->add_option("--layers", o->layers, "Layers held by one rank, l in Eq. 3 (default: model layers / PP)");
   cmd->add_option("--cost", o->sim.cost_file, "Cost profile JSON from `longctx bench profile` (default: from specs)");
   cmd->add_option("--mfu", o->sim.mfu, "Achieved fraction of peak FLOP/s for the spec cost model")->capture_default_str();
+  cmd->add_option("--attention", o->sim.attention,
+                  "full (causal softmax: quadratic T(s), ring K/V exchange) | swat (linear T(s), "
+                  "halo exchange; --window, default 256); default: swat iff --window");
   cmd->add_option("--window", o->sim.window, "SWAT window (0 = full causal attention)")->capture_default_str();
   cmd->add_flag("--no-offload", o->no_offload, "Disable selective activation offloading (r = 0)");
   cmd->add_option("--offload-bw", o->offload_bw, "min(B_d2h, B_h2d) in bytes/s (default: the hardware's PCIe)");
@@ -53,6 +56,7 @@ void register_plan(CLI::App& app) {
   cmd->add_option("--repeat", o->repeat, "Plan this many times and report the time (benchmark)")->capture_default_str();
   cmd->add_flag("--quiet", o->quiet, "Print only the timing line");
   cmd->callback([o] {
+    sim_window(o->sim);  // check --attention / --window before reading any lengths
     std::vector<int64_t> len =
         o->lengths.empty() ? lengths_sample(o->sim.dist, o->sim.global_tokens, o->sim.context, o->sim.seed)
                            : lengths_read(o->lengths);

@@ -1,7 +1,8 @@
-// `longctx reps synth|sample|filter|score|stats`: LongRePS data (DESIGN.md §4). synth writes multi-hop
-// long-context QA planted in real prose; sample draws N reasoning paths per question (local
+// `longctx reps synth|sample|filter|judge|sft|score|stats`: LongRePS (DESIGN.md §4). synth writes
+// multi-hop long-context QA planted in real prose; sample draws N reasoning paths per question (local
 // checkpoint or OpenAI-compatible endpoint, resumable); filter keeps sampled reasoning paths with a correct
-// answer and faithful quotes; score computes LongBench qa_f1 / EM with per-hop and per-length
+// answer and faithful quotes; judge rates them and keeps the best per question (resumable); sft
+// fine-tunes on answers or paths (assistant tokens only, warm-up + main stage); score computes LongBench qa_f1 / EM with per-hop and per-length
 // breakdowns; stats reads a MuSiQue or LongBench file and summarises it.
 #include <algorithm>
 #include <cerrno>
@@ -14,13 +15,16 @@
 #include <set>
 
 #include "cli/commands.h"
+#include "cli/reps_options.h"  // ModelFlags, parse_qa_format, write_json
 #include "core/error.h"
 #include "core/progress.h"    // Progress
 #include "data/corpus.h"          // corpus_read
 #include "reps/filter.h"          // filter_samples, filter_report_json
+#include "reps/judge.h"           // judge_run, judge_report_json
 #include "reps/qa_data.h"         // qa_read, sample_read, qa_write
 #include "reps/qa_metrics.h"      // qa_evaluate, qa_report_json
-#include "reps/sample.h"          // sample_run, sample_backend_local/endpoint
+#include "reps/sample.h"          // sample_run
+#include "reps/sft.h"             // sft_run
 #include "reps/synth.h"           // synth_generate, synth_stats
 #include "tokenizer/tokenizer.h"  // Tokenizer
 
@@ -53,20 +57,6 @@ std::vector<int64_t> parse_lengths(const std::string& s) {
     i = j + 1;
   }
   return out;
-}
-
-QaFormat parse_qa_format(const std::string& f) {
-  if (f == "auto") return QaFormat::Auto;
-  if (f == "musique") return QaFormat::Musique;
-  if (f == "longbench") return QaFormat::LongBench;
-  fail("unknown data format '{}' (expected auto, musique or longbench)", f);
-}
-
-void write_json(const std::string& path, const json& j) {
-  std::ofstream f(path);
-  LCX_CHECK(f, "cannot write '{}': {}", path, std::strerror(errno));
-  f << j.dump(2) << "\n";
-  LCX_CHECK(f.good(), "error writing '{}'", path);
 }
 
 void register_synth(CLI::App& reps) {
@@ -140,8 +130,7 @@ void register_sample(CLI::App& reps) {
   struct Args {
     std::string data, out, format = "auto";
     SampleOptions o;
-    LocalBackendOptions local;
-    EndpointOptions ep;
+    ModelFlags model;
     int64_t limit = 0;
   };
   auto a = std::make_shared<Args>();
@@ -153,22 +142,7 @@ void register_sample(CLI::App& reps) {
   cmd->add_option("--data", a->data, "Questions: MuSiQue or LongBench JSONL")->required();
   cmd->add_option("--format", a->format, "Data format: auto | musique | longbench")->capture_default_str();
   cmd->add_option("--out", a->out, "Samples JSONL (appended; paths already there are skipped)")->required();
-  cmd->add_option("--ckpt", a->local.ckpt, "Local mode: checkpoint directory (model + tokenizer.model)");
-  cmd->add_option("--device", a->local.device, "Local mode: backend cpu | cpu_ref | cuda")->capture_default_str();
-  cmd->add_option("--max-batch", a->local.max_batch, "Local mode: sequences decoded together")->capture_default_str();
-  cmd->add_option("--max-prompt-tokens", a->local.max_prompt_tokens,
-                  "Local mode: skip questions whose prompt is longer (0 = the engine's limit)")->capture_default_str();
-  cmd->add_option("--max-context", a->local.max_context, "Local mode: KV cache bound of a softmax-full model")
-      ->capture_default_str();
-  cmd->add_option("--endpoint", a->ep.url, "Endpoint mode: http://HOST:PORT of an OpenAI-compatible server");
-  cmd->add_option("--model", a->ep.model, "Endpoint mode: model name sent with each request");
-  cmd->add_option("--api-key", a->ep.api_key, "Endpoint mode: sent as 'Authorization: Bearer KEY'");
-  cmd->add_option("--concurrency", a->ep.concurrency, "Endpoint mode: requests in flight")->capture_default_str();
-  cmd->add_option("--retries", a->ep.retries, "Endpoint mode: retries of a request on connection errors, 429, 5xx")
-      ->capture_default_str();
-  cmd->add_option("--backoff", a->ep.backoff_s, "Endpoint mode: first retry wait in seconds (doubles each retry)")
-      ->capture_default_str();
-  cmd->add_option("--timeout", a->ep.timeout_s, "Endpoint mode: seconds to wait for one response")->capture_default_str();
+  a->model.add(cmd);
   cmd->add_option("--n", a->o.n, "Paths per question")->capture_default_str();
   cmd->add_option("--temperature", a->o.temperature, "Sampling temperature")->capture_default_str();
   cmd->add_option("--max-tokens", a->o.max_tokens, "New tokens per path")->capture_default_str();
@@ -176,19 +150,16 @@ void register_sample(CLI::App& reps) {
   cmd->add_option("--max-quotes", a->o.max_quotes, "Excerpts the prompt allows")->capture_default_str();
   cmd->add_option("--limit", a->limit, "Only the first N questions (0 = all)")->capture_default_str();
   cmd->add_option("--fsync-every", a->o.fsync_every, "Records between fsyncs of --out")->capture_default_str();
+  cmd->add_flag("--chat", a->o.chat, "Wrap the prompt in longctx serve's chat template (models fine-tuned by reps sft)");
   cmd->add_flag("--quiet", a->o.quiet, "Print nothing but errors");
   cmd->callback([a] {
-    LCX_CHECK(a->local.ckpt.empty() != a->ep.url.empty(),
-              "reps sample: give either --ckpt DIR (a local model) or --endpoint URL (an OpenAI-compatible server){}",
-              a->local.ckpt.empty() ? "" : ", not both");
     LCX_CHECK(a->limit >= 0, "--limit must be >= 0, got {}", a->limit);
     const std::vector<QaExample> all = qa_read(a->data, parse_qa_format(a->format));
     std::set<std::string> ids;
     for (const QaExample& e : all) ids.insert(e.id);
     const std::vector<QaExample> ex(all.begin(), all.begin() + long(a->limit > 0 ? std::min<int64_t>(a->limit, int64_t(all.size()))
                                                                                  : int64_t(all.size())));
-    std::unique_ptr<SampleBackend> backend =
-        a->local.ckpt.empty() ? sample_backend_endpoint(a->ep) : sample_backend_local(a->local);
+    std::unique_ptr<SampleBackend> backend = a->model.backend("reps sample");
     const SampleReport r = sample_run(ex, ids, a->out, *backend, a->o);
     if (a->o.quiet) return;
     fmt::print("{} questions x {} paths: {} already done, {} sampled in {:.1f} s ({:.2f} paths/s){}\n", r.questions,
@@ -236,6 +207,102 @@ void register_filter(CLI::App& reps) {
     const json rep = filter_report_json(r.report);
     if (!a->report.empty()) write_json(a->report, rep);
     fmt::print("{}\n", rep.dump(2));
+  });
+}
+
+void register_judge(CLI::App& reps) {
+  struct Args {
+    std::string data, kept, out, best, report, format = "auto";
+    JudgeOptions o;
+    ModelFlags model;
+  };
+  auto a = std::make_shared<Args>();
+  auto* cmd = reps.add_subcommand(
+      "judge",
+      "Rate the kept paths of each question with a judge model (coherence, completeness, conciseness 1-100, "
+      "\"Rating: [[score]]\"), stop after --stop-after paths score 100, keep the best path per question; judgements "
+      "are appended to --out and a rerun resumes");
+  cmd->add_option("--data", a->data, "Questions: MuSiQue or LongBench JSONL")->required();
+  cmd->add_option("--format", a->format, "Data format: auto | musique | longbench")->capture_default_str();
+  cmd->add_option("--kept", a->kept, "Kept paths JSONL from reps filter")->required();
+  cmd->add_option("--out", a->out, "Judgements JSONL (appended; judgements already there are reused)")->required();
+  cmd->add_option("--best", a->best, "Best path per question JSONL (the kept path + \"judge_score\")")->required();
+  cmd->add_option("--report", a->report, "Also write the report JSON here (it is always printed)");
+  a->model.add(cmd);
+  cmd->add_option("--stop-after", a->o.stop_after, "Stop judging a question after this many scores of 100")
+      ->capture_default_str();
+  cmd->add_option("--max-tokens", a->o.max_tokens, "Judge output tokens")->capture_default_str();
+  cmd->add_option("--temperature", a->o.temperature, "Judge sampling temperature (0 = greedy)")->capture_default_str();
+  cmd->add_option("--seed", a->o.seed, "Path p is judged with seed + p")->capture_default_str();
+  cmd->add_flag("--chat", a->o.chat, "Wrap the judge prompt in longctx serve's chat template");
+  cmd->add_flag("--unrated-first", a->o.unrated_first,
+                "A question whose judgements all fail to parse keeps its first kept path (default: drop it)");
+  cmd->add_flag("--quiet", a->o.quiet, "No progress bar");
+  cmd->callback([a] {
+    const std::vector<QaExample> data = qa_read(a->data, parse_qa_format(a->format));
+    std::vector<json> kept;
+    jsonl_for_each(a->kept, [&](const json& j, const std::string&) { kept.push_back(j); });
+    std::unique_ptr<SampleBackend> backend = a->model.backend("reps judge");
+    const JudgeResult r = judge_run(data, kept, a->out, *backend, a->o);
+    {
+      std::ofstream f(a->best);
+      LCX_CHECK(f, "cannot write '{}': {}", a->best, std::strerror(errno));
+      for (const json& b : r.best) f << b.dump() << "\n";
+      LCX_CHECK(f.good(), "error writing '{}'", a->best);
+    }
+    const json rep = judge_report_json(r.report);
+    if (!a->report.empty()) write_json(a->report, rep);
+    fmt::print("{}\n", rep.dump(2));
+  });
+}
+
+void register_sft(CLI::App& reps) {
+  struct Args {
+    SftOptions o;
+    SftStage warm{"warmup", "", 0, 1e-5f}, paths{"main", "", 0, 5e-6f};
+  };
+  auto a = std::make_shared<Args>();
+  auto* cmd = reps.add_subcommand(
+      "sft",
+      "Supervised fine-tuning on chat-formatted examples, loss on the assistant reply only: an optional warm-up "
+      "stage, then the main stage, each with a constant lr; writes OUT/checkpoint, OUT/metrics.jsonl, OUT/sft.json");
+  cmd->add_option("--ckpt", a->o.ckpt, "Pretrained checkpoint directory")->required();
+  cmd->add_option("--data", a->o.questions, "Questions (MuSiQue or LongBench JSONL) the SFT data's ids refer to")
+      ->required();
+  cmd->add_option("--train", a->paths.data,
+                  "Main stage data: {\"id\", \"answer\", \"reasoning\"?} per line (kept/best paths; a QA file "
+                  "itself = outcome supervision on the gold answer)")
+      ->required();
+  cmd->add_option("--steps", a->paths.steps, "Main stage optimizer steps")->required();
+  cmd->add_option("--lr", a->paths.lr, "Main stage constant learning rate (paper: 5e-6 for 8B)")->capture_default_str();
+  cmd->add_option("--warmup-data", a->warm.data, "Warm-up stage data (same format), run first");
+  cmd->add_option("--warmup-steps", a->warm.steps, "Warm-up stage optimizer steps")->capture_default_str();
+  cmd->add_option("--warmup-lr", a->warm.lr, "Warm-up constant learning rate (paper: 1e-5 for 8B)")
+      ->capture_default_str();
+  cmd->add_option("--out", a->o.out, "Output folder")->required();
+  cmd->add_option("--device", a->o.device, "Backend: cpu | cpu_ref | cuda")->capture_default_str();
+  cmd->add_option("--batch", a->o.batch, "Examples per optimizer step")->capture_default_str();
+  cmd->add_option("--max-tokens", a->o.max_tokens, "Skip (and count) examples longer than this")->capture_default_str();
+  cmd->add_option("--max-quotes", a->o.max_quotes, "Excerpts the prompt allows")->capture_default_str();
+  cmd->add_option("--clip", a->o.clip, "Gradient-norm clip")->capture_default_str();
+  cmd->add_option("--weight-decay", a->o.weight_decay, "AdamW weight decay")->capture_default_str();
+  cmd->add_option("--seed", a->o.seed, "Seed of the example order")->capture_default_str();
+  cmd->add_flag("--quiet", a->o.quiet, "No progress bars");
+  cmd->callback([a] {
+    LCX_CHECK(a->warm.data.empty() == (a->warm.steps == 0),
+              "reps sft: --warmup-data and --warmup-steps go together (got {} and {})",
+              a->warm.data.empty() ? "none" : a->warm.data, a->warm.steps);
+    if (!a->warm.data.empty()) a->o.stages.push_back(a->warm);
+    a->o.stages.push_back(a->paths);
+    const SftReport r = sft_run(a->o);
+    json stages = json::array();
+    for (const SftStageReport& s : r.stages)
+      stages.push_back({{"stage", s.name}, {"records", s.records}, {"examples", s.examples},
+                        {"skipped_too_long", s.skipped_long}, {"steps", s.steps}, {"epochs", s.epochs},
+                        {"target_tokens", s.target_tokens}, {"first_loss", s.first_loss}, {"last_loss", s.last_loss}});
+    const json rep = {{"stages", stages}, {"seconds", r.seconds}, {"checkpoint", a->o.out + "/checkpoint"}};
+    write_json(a->o.out + "/sft.json", rep);
+    if (!a->o.quiet) fmt::print("{}\n", rep.dump(2));
   });
 }
 
@@ -288,11 +355,13 @@ void register_stats(CLI::App& reps) {
 }  // namespace
 
 void register_reps(CLI::App& app) {
-  auto* reps = app.add_subcommand("reps", "LongRePS data: synth | sample | filter | score | stats (DESIGN.md §4)");
+  auto* reps = app.add_subcommand("reps", "LongRePS: synth | sample | filter | judge | sft | score | stats (DESIGN.md §4)");
   reps->require_subcommand(1);
   register_synth(*reps);
   register_sample(*reps);
   register_filter(*reps);
+  register_judge(*reps);
+  register_sft(*reps);
   register_score(*reps);
   register_stats(*reps);
 }

@@ -49,7 +49,7 @@ void register_serve(CLI::App& app) {
     LoadedModel lm = checkpoint_load(o->ckpt);
     Tokenizer tok = Tokenizer::load(o->ckpt + "/tokenizer.model");
     Model m(lm.config, backend_get(o->device.c_str()));
-    m.params = std::move(lm.params);
+    m.params.upload(lm.params.data(), lm.params.size());
     ServerOptions so = o->so;
     // Chat template from the checkpoint's config.json ("chat_template": "{role}: {content}\n",
     // "chat_assistant_prefix": "assistant:"), unless given as flags.

@@ -72,6 +72,10 @@ void register_simulate(CLI::App& app) {
   cmd->add_option("--lengths", s.lengths_file, "File of sequence lengths (one global batch), overrides --dist");
   cmd->add_option("--tp", s.tp, "Tensor parallel size (default: the preset's)");
   cmd->add_option("--pp", s.pp, "Pipeline stages (default: the preset's)");
+  cmd->add_option("--attention", s.attention,
+                  "full (causal softmax, Llama-style: quadratic cost, ring K/V exchange) | swat "
+                  "(sliding window: linear cost, halo exchange; --window, default 256) | both "
+                  "(the two side by side on the same data and cluster); default: swat iff --window");
   cmd->add_option("--window", s.window, "Simulate a SWAT model with this window (0 = full causal)")->capture_default_str();
   cmd->add_option("--mfu", s.mfu, "Achieved fraction of peak FLOP/s")->capture_default_str();
   cmd->add_option("--capacity,-C", s.capacity, "Tokens per rank per micro-batch (default: from GPU memory)");
@@ -88,6 +92,21 @@ void register_simulate(CLI::App& app) {
       ->delimiter(',')
       ->capture_default_str();
   cmd->callback([o] {
+    auto write_json = [&](const nlohmann::json& j) {
+      if (o->json_out.empty()) return;
+      std::ofstream out(o->json_out);
+      LCX_CHECK(out.good(), "cannot write {}", o->json_out);
+      out << j.dump(2) << "\n";
+      fmt::print("wrote {}\n", o->json_out);
+    };
+    if (o->sim.attention == "both") {
+      LCX_CHECK(o->plot_ranks.empty() && o->plot_context.empty(),
+                "--attention both prints a comparison table; plots need one attention kind");
+      const SimComparison c = simulate_attention_kinds(o->sim);
+      fmt::print("{}", sim_comparison_table(c));
+      write_json({{"full", sim_to_json(c.full)}, {"swat", sim_to_json(c.swat)}});
+      return;
+    }
     SimResult r = simulate(o->sim);
     fmt::print("{}", sim_table(r, true));
     fmt::print("(paper column: ByteScale ablation, 7B, 2M context, 1,024 GPUs)\n");
@@ -129,12 +148,7 @@ void register_simulate(CLI::App& app) {
       run_gnuplot(tmp / "ctx.gp", o->plot_context);
       fs::remove_all(tmp);
     }
-    if (!o->json_out.empty()) {
-      std::ofstream out(o->json_out);
-      LCX_CHECK(out.good(), "cannot write {}", o->json_out);
-      out << j.dump(2) << "\n";
-      fmt::print("wrote {}\n", o->json_out);
-    }
+    write_json(j);
   });
 }
 

@@ -44,6 +44,8 @@ void register_train(CLI::App& app) {
   cmd->add_flag("--resume", o->resume, "Continue from OUT/checkpoint (bit-exact)");
   cmd->add_flag("--skip-nonfinite", o->skip_nonfinite, "Skip steps with a non-finite loss or gradient");
   cmd->add_flag("--quiet", o->quiet, "No progress output");
+  cmd->add_flag("--recompute", o->recompute, "Recompute each layer's activations in backward (less memory)");
+  const auto hdp = add_train_hdp(cmd);  // --hdp …: cmd_train_hdp.cpp
   cmd->callback([=] {
     Config c = config_path->empty() ? config_preset(*preset) : config_from_file(*config_path);
     if (!attention->empty()) c.attention = attn_kind_from_string(*attention);
@@ -59,6 +61,7 @@ void register_train(CLI::App& app) {
       }
     }
     o->config = c;
+    if (hdp(*o)) return;
     TrainResult r = train(*o);
     fmt::print("trained {} steps, {:.0f} tokens/s{}\n", r.steps_done, r.tokens_per_s,
                r.val_losses.empty() ? "" : fmt::format(", final val_loss {:.4f}", r.val_losses.back()));

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   longctx::register_simulate(app);
   longctx::register_serve(app);
   longctx::register_reps(app);
+  longctx::register_eval(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,6 +1,7 @@
 // The MPI backend of Comm (src/dist/comm.h): MPI_COMM_WORLD with MPI_ERRORS_RETURN, nonblocking
 // point-to-point messages polled against a deadline, and a deterministic all-reduce built from
-// point-to-point messages (reduce-scatter to chunk owners in rank order, then all-gather).
+// point-to-point messages (reduce-scatter to chunk owners in rank order, then all-gather; each
+// half is also exposed for ZeRO-1).
 #define OMPI_SKIP_MPICXX 1  // C API only
 #include <mpi.h>
 #include <sched.h>
@@ -93,17 +94,22 @@ class MpiComm final : public Comm {
   }
 
   void allreduce_sum(float* buf, size_t n) override {
+    reduce_scatter_sum(buf, n);
+    all_gather(buf, n);
+  }
+
+  // Chunk i goes to rank i, which sums the P copies in rank order.
+  void reduce_scatter_sum(float* buf, size_t n) override {
     if (size_ == 1 || n == 0) return;
     const int P = size_, me = rank_;
-    auto lo = [&](int i) { return n * size_t(i) / size_t(P); };
-    const size_t mlo = lo(me), mlen = lo(me + 1) - mlo;
-    // Reduce-scatter: chunk i goes to rank i, which sums the P copies in rank order.
+    const size_t mlo = chunk_begin(n, me), mlen = chunk_begin(n, me + 1) - mlo;
     std::vector<float> parts(mlen * size_t(P));
     std::vector<CommRequest> reqs;
     for (int j = 0; j < P; j++) {
       if (j == me) continue;
+      const size_t lo = chunk_begin(n, j), len = chunk_begin(n, j + 1) - lo;
       if (mlen) reqs.push_back(post(false, parts.data() + mlen * size_t(j), mlen, j, kTagReduceScatter));
-      if (lo(j + 1) > lo(j)) reqs.push_back(post(true, buf + lo(j), lo(j + 1) - lo(j), j, kTagReduceScatter));
+      if (len) reqs.push_back(post(true, buf + lo, len, j, kTagReduceScatter));
     }
     wait_all(reqs);
     std::copy(buf + mlo, buf + mlo + mlen, parts.data() + mlen * size_t(me));
@@ -112,10 +118,17 @@ class MpiComm final : public Comm {
       for (int j = 1; j < P; j++) acc += parts[mlen * size_t(j) + t];
       buf[mlo + t] = acc;
     }
-    // All-gather the reduced chunks.
+  }
+
+  void all_gather(float* buf, size_t n) override {
+    if (size_ == 1 || n == 0) return;
+    const int P = size_, me = rank_;
+    const size_t mlo = chunk_begin(n, me), mlen = chunk_begin(n, me + 1) - mlo;
+    std::vector<CommRequest> reqs;
     for (int j = 0; j < P; j++) {
       if (j == me) continue;
-      if (lo(j + 1) > lo(j)) reqs.push_back(post(false, buf + lo(j), lo(j + 1) - lo(j), j, kTagAllGather));
+      const size_t lo = chunk_begin(n, j), len = chunk_begin(n, j + 1) - lo;
+      if (len) reqs.push_back(post(false, buf + lo, len, j, kTagAllGather));
       if (mlen) reqs.push_back(post(true, buf + mlo, mlen, j, kTagAllGather));
     }
     wait_all(reqs);

@@ -54,6 +54,15 @@ class Comm {
   // 0, 1, …, size−1 (a reduce-scatter to chunk owners + all-gather, each 2·(size−1)/size·n floats
   // per rank), so the result does not depend on the MPI library's reduction tree.
   virtual void allreduce_sum(float* buf, size_t n) = 0;
+
+  // The two halves of allreduce_sum, for ZeRO-1 (optimizer state sharded over ranks). Rank i
+  // owns chunk i = [chunk_begin(n, i), chunk_begin(n, i + 1)) of an n-float buffer.
+  //  reduce_scatter_sum: chunk `rank()` of buf = Σ over ranks of it, in rank order (bit-identical
+  //                      to allreduce_sum's result there); the rest of buf is left unspecified.
+  //  all_gather:         every rank's chunk i = rank i's chunk i.
+  size_t chunk_begin(size_t n, int i) const { return n * size_t(i) / size_t(size()); }
+  virtual void reduce_scatter_sum(float* buf, size_t n) = 0;
+  virtual void all_gather(float* buf, size_t n) = 0;
   virtual void barrier() = 0;
 
   // Prints "longctx: rank R: MSG" to stderr and ends every rank of the job with exit code `code`.

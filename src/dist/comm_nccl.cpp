@@ -98,6 +98,11 @@ class NcclComm final : public Comm {
     sync(op);
   }
 
+  // Chunks of uneven size (chunk_begin), so one grouped in-place ncclReduce / ncclBroadcast per
+  // chunk, rooted at its owner, rather than ncclReduceScatter / ncclAllGather (equal counts).
+  void reduce_scatter_sum(float* buf, size_t n) override { per_chunk(buf, n, true); }
+  void all_gather(float* buf, size_t n) override { per_chunk(buf, n, false); }
+
   void barrier() override {
     if (!scratch_) cuda_check(cudaMalloc(&scratch_, sizeof(float)), "cudaMalloc");
     cuda_check(cudaMemsetAsync(scratch_, 0, sizeof(float), stream_), "cudaMemsetAsync");
@@ -135,6 +140,25 @@ class NcclComm final : public Comm {
       stats.messages_sent++;
     }
     return CommRequest{int64_t(ops_.size()) - 1};
+  }
+
+  void per_chunk(float* buf, size_t n, bool reduce) {
+    if (size_ == 1 || n == 0) return;
+    launch();
+    nccl_check(ncclGroupStart(), "ncclGroupStart");
+    for (int i = 0; i < size_; i++) {
+      const size_t lo = chunk_begin(n, i), cnt = chunk_begin(n, i + 1) - lo;
+      if (!cnt) continue;
+      ncclResult_t r = reduce ? ncclReduce(buf + lo, buf + lo, cnt, ncclFloat, ncclSum, i, comm_, stream_)
+                              : ncclBroadcast(buf + lo, buf + lo, cnt, ncclFloat, i, comm_, stream_);
+      if (r != ncclSuccess && r != ncclInProgress) nccl_check(r, reduce ? "ncclReduce" : "ncclBroadcast");
+    }
+    ncclResult_t r = ncclGroupEnd();
+    if (r != ncclSuccess && r != ncclInProgress) nccl_check(r, "ncclGroupEnd");
+    stats.bytes_sent += int64_t((size_ - 1) * n / size_ * sizeof(float));
+    Op op;
+    op.what = fmt::format("a {} of {} floats", reduce ? "reduce-scatter" : "all-gather", n);
+    sync(op);
   }
 
   // One NCCL group for every recorded, not yet launched operation.

@@ -10,7 +10,8 @@
 //    on an event. NCCL has no tags: messages match in issue order per peer, which the callers of
 //    Comm already guarantee (comm.h). Tags are still checked for range.
 //  - allreduce_sum is ncclAllReduce: bit-identical on every rank, deterministic for a fixed
-//    topology and rank count, but summed in NCCL's ring order rather than rank order.
+//    topology and rank count, but summed in NCCL's ring order rather than rank order;
+//    reduce_scatter_sum / all_gather are grouped per-chunk ncclReduce / ncclBroadcast.
 //  - every wait has the deadline timeout_s; past it (or on an asynchronous NCCL error) the
 //    communicator is aborted and the whole job ends through MPI_Abort with a message.
 //  - keep NCCL_NVLS_ENABLE=0 in the environment (multicast objects are not lent on the machines

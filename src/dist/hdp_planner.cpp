@@ -79,8 +79,9 @@ double cp_comm_raw(int64_t tokens, int d, double att_s, const Link& link, const 
   double comm;
   if (o.window > 0)  // SWAT: K/V halo of w−1 rows forward, their gradients backward
     comm = 2.0 * link.time(o.kv_bytes_per_token * (o.window - 1));
-  else  // ring: d−1 steps of the local KV chunk forward; KV + dKV backward
-    comm = 3.0 * (d - 1) * link.time(o.kv_bytes_per_token * double(tokens) / d);
+  else  // ring (src/dist/ring_attention): d−1 hops of the local KV chunk forward; backward
+        // d−1 KV hops and d dKV hops (the accumulators' last hop returns them to their owners)
+    comm = double(3 * (d - 1) + 1) * link.time(o.kv_bytes_per_token * double(tokens) / d);
   return std::max(0.0, comm - att_s);
 }
 

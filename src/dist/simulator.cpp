@@ -20,6 +20,18 @@ const char* kStageLabels[5] = {"static DP×CP", "+ dynamic communication (HDP)",
 
 }  // namespace
 
+int sim_window(const SimOptions& o) {
+  LCX_CHECK(o.window >= 0, "--window must be >= 0, got {}", o.window);
+  if (o.attention.empty()) return o.window;
+  if (o.attention == "full") {
+    LCX_CHECK(o.window == 0, "--window {} is for sliding-window attention; --attention full has "
+              "none (use --attention swat)", o.window);
+    return 0;
+  }
+  LCX_CHECK(o.attention == "swat", "unknown --attention '{}' (expected full or swat)", o.attention);
+  return o.window > 0 ? o.window : kSwatWindow;
+}
+
 SimSetup sim_setup(const SimOptions& o) {
   SimSetup su;
   ModelShape& m = su.model;
@@ -29,7 +41,7 @@ SimSetup sim_setup(const SimOptions& o) {
   const Hardware& hw = su.hw;
   if (o.tp > 0) m.tp = o.tp;
   if (o.pp > 0) m.pp = o.pp;
-  m.window = o.window;
+  m.window = sim_window(o);
   LCX_CHECK(m.tp <= hw.gpus_per_node && hw.gpus_per_node % m.tp == 0,
             "--tp {} must divide the {} GPUs of a node", m.tp, hw.gpus_per_node);
   LCX_CHECK(m.layers % m.pp == 0, "--pp {} must divide the model's {} layers", m.pp, m.layers);
@@ -44,7 +56,7 @@ SimSetup sim_setup(const SimOptions& o) {
   po.pp = m.pp;
   po.cost = o.cost_file.empty() ? cost_from_specs(m, hw, o.mfu) : cost_from_file(o.cost_file);
   po.kv_bytes_per_token = kv_bytes_per_token(m);
-  po.window = o.window;
+  po.window = m.window;
   po.link_intra = hw.nvlink;
   po.link_inter = hw.ib;
   po.ranks_per_node = std::max(1, hw.gpus_per_node / m.tp);
@@ -88,7 +100,8 @@ SimResult simulate(const SimOptions& o) {
                {"capacity", po.capacity}, {"context", o.context},
                {"global_tokens", o.global_tokens},
                {"distribution", o.lengths_file.empty() ? o.dist : o.lengths_file},
-               {"window", o.window},     {"mfu", o.mfu},
+               {"attention", m.window > 0 ? "swat" : "full"},
+               {"window", m.window},     {"mfu", o.mfu},
                {"model_state_gb_per_gpu", states / 1e9},
                {"cost", cost_to_json(po.cost)},
                {"offload_bw", hw.pcie.bandwidth},
@@ -189,6 +202,40 @@ std::string sim_table(const SimResult& r, bool compare_paper) {
                        s.exposed_comm_s, s.imbalance_s, s.loader_s);
   }
   out += fmt::format("planner (balance scheduler) time for one batch: {:.1f} ms\n", r.plan_time_s * 1e3);
+  return out;
+}
+
+SimComparison simulate_attention_kinds(SimOptions o) {
+  const int w = o.window > 0 ? o.window : kSwatWindow;
+  SimComparison c;
+  o.attention = "full";
+  o.window = 0;
+  c.full = simulate(o);
+  o.attention = "swat";
+  o.window = w;
+  c.swat = simulate(o);
+  return c;
+}
+
+std::string sim_comparison_table(const SimComparison& c) {
+  const auto& su = c.full.setup;
+  std::string out = fmt::format(
+      "model {} (full causal attention vs SWAT w = {}) on {} × {} (TP {}, PP {}, {} HDP ranks), "
+      "C = {} / {} tokens/rank, context {}, {} tokens/batch, distribution {}\n",
+      su["model"].get<std::string>(), c.swat.setup["window"].get<int>(), su["gpus"].get<int>(),
+      su["hardware"].get<std::string>(), su["tp"].get<int>(), su["pp"].get<int>(),
+      su["hdp_ranks"].get<int>(), su["capacity"].get<int64_t>(),
+      c.swat.setup["capacity"].get<int64_t>(), su["context"].get<int64_t>(),
+      su["global_tokens"].get<int64_t>(), su["distribution"].get<std::string>());
+  out += fmt::format("{:<34} {:>10} {:>10} {:>12} {:>12} {:>9} {:>9} {:>8}\n", "stage",
+                     "full (s)", "swat (s)", "full tok/s", "swat tok/s", "full comm", "swat comm",
+                     "swat/full");
+  for (size_t i = 0; i < c.full.stages.size(); i++) {
+    const auto &f = c.full.stages[i], &s = c.swat.stages[i];
+    out += fmt::format("({}) {:<30} {:>10.3f} {:>10.3f} {:>12.4g} {:>12.4g} {:>9.3f} {:>9.3f} {:>7.2f}x\n",
+                       f.name, f.label, f.step_s, s.step_s, f.tokens_per_s, s.tokens_per_s,
+                       f.exposed_comm_s, s.exposed_comm_s, f.step_s / s.step_s);
+  }
   return out;
 }
 

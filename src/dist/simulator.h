@@ -24,6 +24,10 @@ struct SimOptions {
   int64_t global_tokens = 32 << 20;     // tokens per global batch
   int tp = 0, pp = 0;                   // 0: the model preset's
   int window = 0;                       // > 0: simulate a SWAT model with this window
+  // Attention kind of the simulated model (same shape, same data, same cluster): "full" (causal
+  // softmax: quadratic T(s), ring exchange of whole K/V slices) or "swat" (sliding window: linear
+  // T(s), halo of w−1 rows; window defaults to kSwatWindow); "" = swat iff window > 0.
+  std::string attention;
   double mfu = 0.5;                     // achieved fraction of peak FLOP/s in GEMMs/attention
   double mem_usable = 0.9;              // fraction of HBM usable (allocator, workspace)
   int64_t capacity = 0;                 // C; 0 = from memory
@@ -62,6 +66,12 @@ struct SimSetup {
 };
 SimSetup sim_setup(const SimOptions& o);
 
+constexpr int kSwatWindow = 256;  // SWAT paper's window, the default of --attention swat
+
+// The window `o` simulates: 0 for full attention. Throws Error for an unknown kind or a window
+// given with --attention full.
+int sim_window(const SimOptions& o);
+
 // The paper's ablation (7B, 2M context, 1,024 GPUs): speedups of (a)–(e) over (a).
 extern const double kPaperAblation[5];
 
@@ -70,5 +80,12 @@ extern const double kPaperAblation[5];
 SimResult simulate(const SimOptions& o);
 nlohmann::json sim_to_json(const SimResult& r);
 std::string sim_table(const SimResult& r, bool compare_paper);
+// The same model shape, data and cluster with full attention and with SWAT (o.window, else
+// kSwatWindow): step time per stage side by side, and SWAT's speedup over full attention.
+struct SimComparison {
+  SimResult full, swat;
+};
+SimComparison simulate_attention_kinds(SimOptions o);
+std::string sim_comparison_table(const SimComparison& c);
 
 }  // namespace longctx

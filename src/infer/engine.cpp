@@ -13,6 +13,8 @@ namespace longctx {
 Engine::Engine(Model& m, const EngineOptions& opt) : m_(m), opt_(opt) {
   LCX_CHECK(opt.chunk >= 1, "engine: chunk must be ≥ 1, got {}", opt.chunk);
   LCX_CHECK(opt.max_context >= 1, "engine: max_context must be ≥ 1, got {}", opt.max_context);
+  LCX_CHECK(!m.backend->device, "engine: inference runs on host backends (cpu, cpu_ref), not '{}'",
+            m.backend->name);
 }
 
 void Engine::reserve(int T, int n_segs, int kv_rows) {

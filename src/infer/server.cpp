@@ -286,8 +286,7 @@ struct Server::Impl {
           bad_request(fmt::format("messages[{}] must be an object with a string 'role'", i), "messages");
         if (!m.contains("content") || m["content"].is_null())
           bad_request(fmt::format("messages[{}] has no 'content'", i), "messages");
-        std::string s = replace_all(opt.message_template, "{role}", m["role"].get<std::string>());
-        prompt += replace_all(s, "{content}", content_text(m["content"], i));
+        prompt += chat_render_message(opt, m["role"].get<std::string>(), content_text(m["content"], i));
       }
       prompt += opt.assistant_prefix;
     } else {
@@ -552,6 +551,10 @@ void Server::listen() {
 
 void Server::stop() {
   if (impl_->http.is_running()) impl_->http.stop();
+}
+
+std::string chat_render_message(const ServerOptions& opt, const std::string& role, const std::string& content) {
+  return replace_all(replace_all(opt.message_template, "{role}", role), "{content}", content);
 }
 
 }  // namespace longctx

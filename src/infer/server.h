@@ -34,6 +34,10 @@ struct ServerOptions {
   std::string assistant_prefix = "assistant:";
 };
 
+// One chat message rendered with the template: message_template with {role} and {content}
+// replaced (the server appends assistant_prefix after the last message).
+std::string chat_render_message(const ServerOptions& opt, const std::string& role, const std::string& content);
+
 class Server {
  public:
   Server(Model& m, const Tokenizer& tok, const ServerOptions& opt, const EngineOptions& eopt);

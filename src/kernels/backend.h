@@ -9,10 +9,16 @@
 //  - Forward ops overwrite their outputs (=). Backward ops ACCUMULATE (+=) into every gradient,
 //    activation gradients included, so residual branches and gradient accumulation are free;
 //    the caller zeroes gradient buffers. A null gradient pointer means "not needed".
-//  - fp32 on CPU.
+//  - fp32 storage everywhere (the cuda backend computes GEMMs and attention in bf16 with fp32
+//    accumulation). Every pointer an op takes lives in the backend's memory: host memory for
+//    cpu/cpu_ref, device memory for cuda (AttnShape's cu_seqlens and slopes included).
+//  - Memory: alloc/release/copy and a few vector ops, so the model and the optimizer run on any
+//    backend; Buffer<T> below owns such memory.
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 namespace longctx {
 
@@ -45,8 +51,27 @@ inline double attention_flops_fwd(double S, double w, int H, int D) {
   return 4.0 * (S * w - w * w / 2) * D * H;
 }
 
+// Direction of Backend::copy.
+enum class Copy { to_device, to_host, within };
+
 struct Backend {
   const char* name;
+  bool device;  // memory is not host-addressable (host code must copy, never dereference)
+
+  // ---- memory: alloc returns zeroed bytes (never null; throws when out of memory)
+  void* (*alloc)(size_t bytes);
+  void (*release)(void* p);
+  // dst ← src (bytes); to_device: src is host memory, to_host: dst is host memory
+  void (*copy)(void* dst, const void* src, size_t bytes, Copy dir);
+  void (*zero)(float* x, size_t n);
+  void (*add)(float* y, const float* x, size_t n);     // y += x
+  void (*scale)(float* x, size_t n, float a);          // x *= a
+  // Σ x_i and Σ x_i² accumulated in fp64 (host: fixed chunks summed in order, so bit-exact
+  // whatever the thread count; the result is NaN/Inf if any element is)
+  double (*sum)(const float* x, size_t n);
+  double (*sum_squares)(const float* x, size_t n);
+  void (*sync)();               // wait for queued work (timing); host: nothing to wait for
+  size_t (*peak_bytes)();       // high-water mark of alloc'd bytes (device backends; host: 0)
 
   // out (T,OC) = inp (T,C) · weight (OC,C)ᵀ
   void (*matmul_forward)(float* out, const float* inp, const float* weight, int T, int C, int OC);
@@ -109,7 +134,76 @@ struct Backend {
 
 const Backend& backend_cpu_ref();  // plain loops: the definition of every op
 const Backend& backend_cpu();      // fast CPU: OpenBLAS sgemm, OpenMP, blocked attention
+// cuBLASLt bf16 GEMMs + CUDA kernels (src/kernels/cuda), only in builds with CUDA; throws Error
+// when no GPU is usable.
+const Backend& backend_cuda();
+// True when this build has the CUDA backend and a GPU is present (tests skip otherwise).
+bool cuda_available();
 // Backend by name ("cpu", "cpu_ref", "cuda" when built); throws Error for an unknown name.
 const Backend& backend_get(const char* name);
+
+// n elements of T in a backend's memory, zero-filled on creation; copies stay on the backend.
+// data()/size() for the op table; operator[], begin(), end() only on host backends.
+template <class T>
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(const Backend& be, size_t n) : be_(&be), n_(n) {
+    if (n) p_ = static_cast<T*>(be.alloc(n * sizeof(T)));
+  }
+  Buffer(const Buffer& o) : be_(o.be_), n_(o.n_) {
+    if (!n_) return;
+    p_ = static_cast<T*>(be_->alloc(n_ * sizeof(T)));
+    be_->copy(p_, o.p_, n_ * sizeof(T), Copy::within);
+  }
+  Buffer(Buffer&& o) noexcept { swap(o); }
+  Buffer& operator=(Buffer o) noexcept {
+    swap(o);
+    return *this;
+  }
+  ~Buffer() {
+    if (p_) be_->release(p_);
+  }
+  void swap(Buffer& o) noexcept {
+    std::swap(be_, o.be_);
+    std::swap(p_, o.p_);
+    std::swap(n_, o.n_);
+  }
+
+  T* data() { return p_; }
+  const T* data() const { return p_; }
+  size_t size() const { return n_; }
+  bool empty() const { return n_ == 0; }
+  const Backend* backend() const { return be_; }
+  T& operator[](size_t i) { return p_[i]; }
+  const T& operator[](size_t i) const { return p_[i]; }
+  T* begin() { return p_; }
+  T* end() { return p_ + n_; }
+  const T* begin() const { return p_; }
+  const T* end() const { return p_ + n_; }
+
+  // host ↔ buffer, n elements at element offset `at`
+  void upload(const T* src, size_t n, size_t at = 0) {
+    if (n) be_->copy(p_ + at, src, n * sizeof(T), Copy::to_device);
+  }
+  void download(T* dst, size_t n, size_t at = 0) const {
+    if (n) be_->copy(dst, p_ + at, n * sizeof(T), Copy::to_host);
+  }
+  static Buffer from_host(const Backend& be, const T* src, size_t n) {
+    Buffer b(be, n);
+    b.upload(src, n);
+    return b;
+  }
+  std::vector<T> to_host() const {
+    std::vector<T> v(n_);
+    download(v.data(), n_);
+    return v;
+  }
+
+ private:
+  const Backend* be_ = nullptr;
+  T* p_ = nullptr;
+  size_t n_ = 0;
+};
 
 }  // namespace longctx

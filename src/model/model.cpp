@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
 #include "core/error.h"
 
@@ -10,10 +9,11 @@ namespace longctx {
 
 Model::Model(const Config& c, const Backend& be) : config(c), layout(param_layout(c)), backend(&be) {
   config.validate("model config");
-  params.assign(layout.total, 0.0f);
-  grads.assign(layout.total, 0.0f);
-  slopes.assign(c.num_attention_heads, 0.0f);
-  alibi_slopes(slopes.data(), c.alibi, c.num_attention_heads);
+  params = Buffer<float>(be, layout.total);
+  grads = Buffer<float>(be, layout.total);
+  std::vector<float> s(c.num_attention_heads);
+  alibi_slopes(s.data(), c.alibi, c.num_attention_heads);
+  slopes = Buffer<float>::from_host(be, s.data(), s.size());
 }
 
 void Model::reserve(int T_max) {
@@ -24,17 +24,25 @@ void Model::reserve(int T_max) {
   const size_t F = config.intermediate_size, H = config.num_attention_heads;
   const bool softmax = config.attention == AttnKind::softmax;
   // Per layer: res, ln1, mid, ln2 (T,d); rstd1, rstd2 (T); q, att (T,qd); k, v (T,kvd);
-  // lse (T,H) for softmax; gate, up, h (T,F).
+  // lse (T,H) for softmax; gate, up, h (T,F). With recompute, one set of all but res.
   const size_t per_layer = T * (4 * d + 2 + 2 * qd + 2 * kvd + (softmax ? H : 0) + 3 * F);
+  const size_t stored = recompute ? T * d * L + (per_layer - T * d) : per_layer * L;
   const size_t final_ = T * (d /*res[L]*/ + d + 1 + 1);
   const size_t scratch = T * (2 * d + 2 * qd + 2 * kvd + 3 * F);
   Activations a;
   a.T_max = T_max;
-  a.arena.assign(L * per_layer + final_ + scratch, 0.0f);
+  a.arena = Buffer<float>(*backend, stored + final_ + scratch);
+  if (backend->device) a.batch = Buffer<int32_t>(*backend, 4 * T + 1);
   float* p = a.arena.data();
   auto take = [&](size_t n) { float* r = p; p += n; return r; };
+  for (size_t l = 0; l < L; l++) a.res.push_back(take(T * d));
   for (size_t l = 0; l < L; l++) {
-    a.res.push_back(take(T * d));
+    if (recompute && l > 0) {  // the shared set of layer 0
+      for (auto* v : {&a.ln1, &a.rstd1, &a.q, &a.k, &a.v, &a.att, &a.lse, &a.mid, &a.ln2, &a.rstd2,
+                      &a.gate, &a.up, &a.h})
+        v->push_back(v->front());
+      continue;
+    }
     a.ln1.push_back(take(T * d));
     a.rstd1.push_back(take(T));
     a.q.push_back(take(T * qd));
@@ -80,13 +88,51 @@ void check_batch(const Model& m, const TokenBatch& b) {
             m.acts.T_max);
   LCX_CHECK(b.n_docs >= 1 && b.cu_seqlens[0] == 0 && b.cu_seqlens[b.n_docs] == b.T,
             "cu_seqlens must run from 0 to T = {}", b.T);
-  for (int t = 0; t < b.T; t++)
+  for (int t = 0; t < b.T; t++) {
     LCX_CHECK(b.tokens[t] >= 0 && b.tokens[t] < m.config.vocab_size,
               "token id {} at position {} is outside the vocabulary [0, {})", b.tokens[t], t,
               m.config.vocab_size);
+    LCX_CHECK(!b.targets || b.targets[t] < m.config.vocab_size,
+              "target id {} at position {} is outside the vocabulary [0, {})", b.targets[t], t,
+              m.config.vocab_size);
+  }
+}
+
+// Layer l on the staged batch: x = x + Attn(RMSNorm(x));  x = x + SwiGLU(RMSNorm(x)), saving its
+// activations (res[l] → res[l+1]).
+void layer_forward(Model& m, int l, const TokenBatch& b, const AttnShape& s) {
+  Activations& a = m.acts;
+  const int T = b.T;
+  layer_qkv_forward(m, l, a.q[l], a.k[l], a.v[l], a.ln1[l], a.rstd1[l], a.res[l], b.pos, T);
+  if (m.attention)
+    m.attention->forward(m, l, s, a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l]);
+  else if (m.config.attention == AttnKind::swat)
+    m.backend->swat_forward(a.att[l], a.q[l], a.k[l], a.v[l], s);
+  else
+    m.backend->softmax_attn_forward(a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l], s);
+  layer_out_mlp_forward(m, l, a.res[l + 1], a.mid[l], a.ln2[l], a.rstd2[l], a.gate[l], a.up[l],
+                        a.h[l], a.att[l], a.res[l], T);
 }
 
 }  // namespace
+
+TokenBatch model_stage_batch(Model& m, const TokenBatch& b) {
+  if (!m.backend->device) return b;
+  LCX_CHECK(b.T <= m.acts.T_max, "batch of {} tokens exceeds the reserved {}", b.T, m.acts.T_max);
+  Buffer<int32_t>& buf = m.acts.batch;
+  const size_t T = size_t(m.acts.T_max);
+  TokenBatch d = b;
+  auto stage = [&](const int32_t* src, size_t n, size_t at) -> const int32_t* {
+    if (!src) return nullptr;
+    buf.upload(src, n, at);
+    return buf.data() + at;
+  };
+  d.tokens = stage(b.tokens, size_t(b.T), 0);
+  d.targets = stage(b.targets, size_t(b.T), T);
+  d.pos = stage(b.pos, size_t(b.T), 2 * T);
+  d.cu_seqlens = stage(b.cu_seqlens, size_t(b.n_docs) + 1, 3 * T);
+  return d;
+}
 
 AttnShape model_attn_shape(const Model& m) {
   const Config& c = m.config;
@@ -128,17 +174,18 @@ void layer_out_mlp_forward(const Model& m, int l, float* out, float* mid, float*
   const size_t d = c.hidden_size, qd = size_t(c.num_attention_heads) * c.head_dim();
   const size_t F = c.intermediate_size, n = size_t(T) * d;
   be.matmul_forward(mid, att, w + P.wo + l * d * qd, T, int(qd), int(d));
-  for (size_t i = 0; i < n; i++) mid[i] += x[i];
+  be.add(mid, x, n);
   be.rmsnorm_forward(ln, rstd, mid, w + P.ln2 + l * d, T, int(d), c.rms_norm_eps);
   be.matmul_forward(gate, ln, w + P.wgate + l * F * d, T, int(d), int(F));
   be.matmul_forward(up, ln, w + P.wup + l * F * d, T, int(d), int(F));
   be.swiglu_forward(h, gate, up, T, int(F));
   be.matmul_forward(out, h, w + P.wdown + l * d * F, T, int(F), int(d));
-  for (size_t i = 0; i < n; i++) out[i] += mid[i];
+  be.add(out, mid, n);
 }
 
-double model_forward(Model& m, const TokenBatch& b, int64_t* n_targets, float dloss) {
-  check_batch(m, b);
+double model_forward(Model& m, const TokenBatch& host_batch, int64_t* n_targets, float dloss) {
+  check_batch(m, host_batch);
+  const TokenBatch b = model_stage_batch(m, host_batch);
   const Config& c = m.config;
   const Backend& be = *m.backend;
   const ParamLayout& P = m.layout;
@@ -148,18 +195,7 @@ double model_forward(Model& m, const TokenBatch& b, int64_t* n_targets, float dl
   const AttnShape s = attn_shape(m, b);
 
   be.embedding_forward(a.res[0], b.tokens, w + P.wte, T, d);
-  for (int l = 0; l < c.num_hidden_layers; l++) {
-    // x = x + Attn(RMSNorm(x));  x = x + SwiGLU(RMSNorm(x))
-    layer_qkv_forward(m, l, a.q[l], a.k[l], a.v[l], a.ln1[l], a.rstd1[l], a.res[l], b.pos, T);
-    if (m.attention)
-      m.attention->forward(m, l, s, a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l]);
-    else if (c.attention == AttnKind::swat)
-      be.swat_forward(a.att[l], a.q[l], a.k[l], a.v[l], s);
-    else
-      be.softmax_attn_forward(a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l], s);
-    layer_out_mlp_forward(m, l, a.res[l + 1], a.mid[l], a.ln2[l], a.rstd2[l], a.gate[l], a.up[l],
-                          a.h[l], a.att[l], a.res[l], T);
-  }
+  for (int l = 0; l < c.num_hidden_layers; l++) layer_forward(m, l, b, s);
   const int L = c.num_hidden_layers;
   be.rmsnorm_forward(a.lnf, a.rstdf, a.res[L], w + P.lnf, T, d, c.rms_norm_eps);
   if (!b.targets) {
@@ -168,21 +204,17 @@ double model_forward(Model& m, const TokenBatch& b, int64_t* n_targets, float dl
   }
   // Training fuses the head's backward into this pass (one sweep over the vocabulary).
   const bool train = dloss != 0.0f;
-  if (train) std::memset(a.dln, 0, size_t(T) * d * sizeof(float));
+  if (train) be.zero(a.dln, size_t(T) * d);
   be.lm_head_xent(a.losses, train ? a.dln : nullptr, train ? m.grads.data() + P.lm_head : nullptr,
                   a.lnf, w + P.lm_head, b.targets, T, d, c.vocab_size, dloss);
-  double sum = 0.0;
-  int64_t n = 0;
-  for (int t = 0; t < T; t++) {
-    if (b.targets[t] < 0) continue;
-    sum += a.losses[t];
-    n++;
-  }
-  if (n_targets) *n_targets = n;
-  return sum;
+  // losses[t] = 0 where there is no target
+  if (n_targets) *n_targets = std::count_if(host_batch.targets, host_batch.targets + T,
+                                            [](int32_t y) { return y >= 0; });
+  return be.sum(a.losses, size_t(T));
 }
 
-void model_backward(Model& m, const TokenBatch& b) {
+void model_backward(Model& m, const TokenBatch& host_batch) {
+  const TokenBatch b = model_stage_batch(m, host_batch);
   const Config& c = m.config;
   const Backend& be = *m.backend;
   const ParamLayout& P = m.layout;
@@ -193,13 +225,16 @@ void model_backward(Model& m, const TokenBatch& b) {
   const int H = c.num_attention_heads, Hkv = c.num_key_value_heads, qd = H * hd, kvd = Hkv * hd;
   const int L = c.num_hidden_layers;
   const AttnShape s = attn_shape(m, b);
-  auto zero = [](float* p, size_t n) { std::memset(p, 0, n * sizeof(float)); };
+  auto zero = [&be](float* p, size_t n) { be.zero(p, n); };
 
   // Head: a.dln = d lnf was computed by model_forward(…, dloss); → d res[L].
   zero(a.dres, size_t(T) * d);
   be.rmsnorm_backward(a.dres, g + P.lnf, a.dln, a.res[L], w + P.lnf, a.rstdf, T, d);
 
   for (int l = L - 1; l >= 0; l--) {
+    // Recompute: the layer's activations from its saved input (res[l+1] is rewritten with the
+    // same values: every forward op is deterministic).
+    if (m.recompute) layer_forward(m, l, b, s);
     // MLP branch: res[l+1] = mid + down(silu(gate(ln2)) ⊙ up(ln2)); a.dres holds d res[l+1].
     zero(a.dh, size_t(T) * F);
     be.matmul_backward(a.dh, g + P.wdown + size_t(l) * d * F, a.dres, a.h[l],
@@ -251,8 +286,10 @@ void model_logits_last(Model& m, const TokenBatch& b, float* logits) {
   fwd.targets = nullptr;
   model_forward(m, fwd, nullptr);
   const Config& c = m.config;
-  m.backend->matmul_forward(logits, m.acts.lnf + size_t(b.T - 1) * c.hidden_size,
+  Buffer<float> out(*m.backend, size_t(c.vocab_size));
+  m.backend->matmul_forward(out.data(), m.acts.lnf + size_t(b.T - 1) * c.hidden_size,
                             m.params.data() + m.layout.lm_head, 1, c.hidden_size, c.vocab_size);
+  out.download(logits, out.size());
 }
 
 }  // namespace longctx

@@ -1,5 +1,6 @@
 // The SWAT transformer (DESIGN.md §2): explicit forward and backward over one flat parameter
 // buffer, one flat gradient buffer and an activation arena sized once for T tokens (llm.c).
+// All of them live in the backend's memory (Buffer): host memory on cpu, device memory on cuda.
 //
 //   x = embed(tokens)
 //   for each layer:  x = x + Attn(RMSNorm(x));  x = x + SwiGLU(RMSNorm(x))
@@ -27,8 +28,11 @@ struct TokenBatch {
 // Saved activations of one forward pass, for T_max tokens (sized once).
 struct Activations {
   int T_max = 0;
-  std::vector<float> arena;
-  // per layer l: pointers into the arena (shapes in model.cpp)
+  Buffer<float> arena;
+  // A device backend's copy of the batch: tokens, targets, pos (T_max each), cu_seqlens (T_max+1)
+  Buffer<int32_t> batch;
+  // per layer l: pointers into the arena (shapes in model.cpp); with Model::recompute every
+  // layer's pointers but res[l] name one shared set
   std::vector<float*> res, ln1, rstd1, q, k, v, att, lse, mid, ln2, rstd2, gate, up, h;
   float *lnf = nullptr, *rstdf = nullptr, *losses = nullptr;
   // backward scratch
@@ -54,12 +58,16 @@ struct LayerAttention {
 struct Model {
   Config config;
   ParamLayout layout;
-  std::vector<float> params;  // layout.total floats
-  std::vector<float> grads;   // same layout; backward accumulates (+=)
-  std::vector<float> slopes;  // ALiBi slope per query head
+  Buffer<float> params;  // layout.total floats
+  Buffer<float> grads;   // same layout; backward accumulates (+=)
+  Buffer<float> slopes;  // ALiBi slope per query head
   const Backend* backend = nullptr;
   Activations acts;
   LayerAttention* attention = nullptr;  // not owned; null = backend kernels
+  // Activation recompute: keep only each layer's input residual; model_backward recomputes a
+  // layer's forward before its backward (one layer's activations live at a time). Set before
+  // reserve().
+  bool recompute = false;
 
   Model(const Config& c, const Backend& be);
   // Size the activation arena for up to T_max tokens per forward (no-op if already large enough).
@@ -91,7 +99,11 @@ double model_forward(Model& m, const TokenBatch& b, int64_t* n_targets, float dl
 // Backward of the rest of the network; accumulates into m.grads. Must follow
 // model_forward(m, b, …, dloss ≠ 0) on the same batch.
 void model_backward(Model& m, const TokenBatch& b);
-// Logits (V) of the last token of the batch after a forward-only pass (for generation).
+// Logits (V, host memory) of the last token of the batch after a forward-only pass (for
+// generation).
 void model_logits_last(Model& m, const TokenBatch& b, float* logits);
+// The batch as the backend sees it: `b` itself on a host backend, else b's arrays copied into
+// m.acts.batch (T ≤ T_max). TokenBatch's pointers are host memory everywhere else.
+TokenBatch model_stage_batch(Model& m, const TokenBatch& b);
 
 }  // namespace longctx

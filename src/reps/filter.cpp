@@ -1,5 +1,6 @@
 #include "reps/filter.h"
 
+#include <algorithm>
 #include <set>
 #include <unordered_map>
 
@@ -148,6 +149,24 @@ JsonExtract json_extract(std::string_view text) {
   }
   r.reject = !any_open ? PathReject::NoJson : any_unclosed ? PathReject::TruncatedJson : PathReject::InvalidJson;
   return r;
+}
+
+std::string reps_prediction(std::string_view text) {
+  const JsonExtract x = json_extract(text);
+  if (x.reject == PathReject::None && x.value.contains("answer")) {
+    const nlohmann::json& a = x.value["answer"];
+    if (a.is_string()) return a.get<std::string>();
+    if (a.is_number()) return a.dump();
+  }
+  size_t b = 0;
+  for (;;) {  // the first line with something on it
+    const size_t e = std::min(text.find('\n', b), text.size());
+    std::string_view line = text.substr(b, e - b);
+    const size_t l = line.find_first_not_of(" \t\r"), r = line.find_last_not_of(" \t\r");
+    if (l != std::string_view::npos) return std::string(line.substr(l, r - l + 1));
+    if (e == text.size()) return "";
+    b = e + 1;
+  }
 }
 
 Quotes quotes_extract(std::string_view t) {

@@ -45,6 +45,10 @@ struct JsonExtract {
 };
 JsonExtract json_extract(std::string_view text);
 
+// The predicted answer of a model output for evaluation: the "answer" (string or number) of the
+// extracted JSON object when there is one, else the first non-blank line of the text, trimmed.
+std::string reps_prediction(std::string_view text);
+
 // Quotes in a reasoning text: "[Excerpt k]" (optionally followed by ':'), whitespace, then a
 // span between backticks. `malformed` counts markers without such a span.
 struct Quotes {

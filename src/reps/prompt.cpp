@@ -2,6 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <nlohmann/json.hpp>
+
+#include "infer/server.h"  // ServerOptions: the chat template
+
 namespace longctx {
 
 std::string reps_sample_prompt(const QaExample& ex, int max_quotes) {
@@ -14,6 +18,18 @@ std::string reps_sample_prompt(const QaExample& ex, int max_quotes) {
       "name or phrase, not a sentence. Reply with one JSON object and nothing else:\n"
       "{{\"reasoning\": \"...\", \"answer\": \"...\"}}\n",
       qa_context(ex), ex.question, max_quotes);
+}
+
+std::string reps_chat_prompt(const std::string& user) {
+  const ServerOptions chat;  // the template `longctx serve` renders /v1/chat/completions with
+  return chat_render_message(chat, "user", user) + chat.assistant_prefix;
+}
+
+std::string reps_reply(const std::string& reasoning, const std::string& answer) {
+  nlohmann::ordered_json j;
+  if (!reasoning.empty()) j["reasoning"] = reasoning;
+  j["answer"] = answer;
+  return fmt::format(" {}", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
 std::string reps_judge_prompt(const QaExample& ex, const std::string& reasoning, const std::string& answer) {

@@ -12,6 +12,15 @@ namespace longctx {
 // (at most `max_quotes`), the answer as a short span.
 std::string reps_sample_prompt(const QaExample& ex, int max_quotes = 10);
 
+// One user turn in the chat template of `longctx serve` (ServerOptions::message_template and
+// assistant_prefix): "user: <text>\nassistant:". The assistant's reply follows directly; SFT
+// trains on exactly this text and `reps sample --chat` / `longctx eval --chat` prompt with it.
+std::string reps_chat_prompt(const std::string& user);
+
+// The assistant reply SFT trains on: {"reasoning": ..., "answer": ...} for a reasoning path, or
+// {"answer": ...} for outcome supervision (empty reasoning).
+std::string reps_reply(const std::string& reasoning, const std::string& answer);
+
 // Asks a judge to rate one path's coherence, completeness and conciseness 1–100 and to end
 // with "Rating: [[score]]" (parsed by rating_parse).
 std::string reps_judge_prompt(const QaExample& ex, const std::string& reasoning, const std::string& answer);

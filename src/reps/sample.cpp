@@ -72,45 +72,38 @@ SampleIndex sample_index_load(const std::string& path, const std::set<std::strin
   return idx;
 }
 
-namespace {
-
 // ---------------------------------------------------------------- appender
-// One write(2) per record (the whole line), fsync every `every` records and on close.
-class Appender {
- public:
-  Appender(const std::string& path, int every, bool newline_first) : path_(path), every_(std::max(1, every)) {
-    fd_ = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-    LCX_CHECK(fd_ >= 0, "cannot open '{}' for appending: {}", path, std::strerror(errno));
-    if (newline_first) write_all("\n");
+SampleAppender::SampleAppender(const std::string& path, int every, bool newline_first)
+    : path_(path), every_(std::max(1, every)) {
+  fd_ = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  LCX_CHECK(fd_ >= 0, "cannot open '{}' for appending: {}", path, std::strerror(errno));
+  if (newline_first) write_all("\n");
+}
+SampleAppender::~SampleAppender() {
+  if (fd_ >= 0) {
+    ::fsync(fd_);
+    ::close(fd_);
   }
-  ~Appender() {
-    if (fd_ >= 0) {
-      ::fsync(fd_);
-      ::close(fd_);
-    }
+}
+void SampleAppender::append(const SampleRecord& s) {
+  write_all(sample_to_json(s).dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
+  if (++since_sync_ >= every_) sync();
+}
+void SampleAppender::sync() {
+  LCX_CHECK(::fsync(fd_) == 0, "fsync '{}': {}", path_, std::strerror(errno));
+  since_sync_ = 0;
+}
+void SampleAppender::write_all(const std::string& s) {
+  size_t off = 0;
+  while (off < s.size()) {
+    const ssize_t w = ::write(fd_, s.data() + off, s.size() - off);
+    if (w < 0 && errno == EINTR) continue;
+    LCX_CHECK(w > 0, "error writing '{}': {}", path_, std::strerror(errno));
+    off += size_t(w);
   }
-  void append(const SampleRecord& s) {
-    write_all(sample_to_json(s).dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
-    if (++since_sync_ >= every_) sync();
-  }
-  void sync() {
-    LCX_CHECK(::fsync(fd_) == 0, "fsync '{}': {}", path_, std::strerror(errno));
-    since_sync_ = 0;
-  }
+}
 
- private:
-  void write_all(const std::string& s) {
-    size_t off = 0;
-    while (off < s.size()) {
-      const ssize_t w = ::write(fd_, s.data() + off, s.size() - off);
-      if (w < 0 && errno == EINTR) continue;
-      LCX_CHECK(w > 0, "error writing '{}': {}", path_, std::strerror(errno));
-      off += size_t(w);
-    }
-  }
-  std::string path_;
-  int every_, fd_ = -1, since_sync_ = 0;
-};
+namespace {
 
 // ---------------------------------------------------------------- local backend
 class LocalBackend : public SampleBackend {
@@ -119,7 +112,7 @@ class LocalBackend : public SampleBackend {
     LoadedModel lm = checkpoint_load(o.ckpt);
     tok_ = Tokenizer::load(lm.dir + "/tokenizer.model");
     model_ = std::make_unique<Model>(lm.config, backend_get(o.device.c_str()));
-    model_->params = std::move(lm.params);
+    model_->params.upload(lm.params.data(), lm.params.size());
     EngineOptions eo;
     eo.max_context = o.max_context;
     engine_ = std::make_unique<Engine>(*model_, eo);
@@ -348,14 +341,15 @@ SampleReport sample_run(const std::vector<QaExample>& examples, const std::set<s
       }
       int e = p;
       while (e < opt.n && !idx.done.count({ex.id, e})) e++;
-      if (prompt.empty()) prompt = reps_sample_prompt(ex, opt.max_quotes);
+      if (prompt.empty()) prompt = opt.chat ? reps_chat_prompt(reps_sample_prompt(ex, opt.max_quotes))
+                                            : reps_sample_prompt(ex, opt.max_quotes);
       jobs.push_back({&ex, prompt, p, e - p});
       p = e;
     }
   }
   if (!opt.quiet && rep.already_done > 0)
     fmt::print(stderr, "{}: resuming, {} of {} paths already done\n", out, rep.already_done, rep.questions * opt.n);
-  Appender app(out, opt.fsync_every, idx.needs_newline);
+  SampleAppender app(out, opt.fsync_every, idx.needs_newline);
   Progress progress("sample", uint64_t(rep.questions * opt.n), "paths", opt.quiet);
   uint64_t done = uint64_t(rep.already_done);
   progress.update(done);

@@ -30,6 +30,24 @@ struct SampleOptions {
   int max_quotes = 10;       // in the prompt (reps_sample_prompt)
   int fsync_every = 64;      // records between fsyncs
   bool quiet = false;        // no progress bar, no messages
+  bool chat = false;         // wrap the prompt in longctx serve's chat template (reps_chat_prompt)
+};
+
+// Appends records to a JSONL file: one write(2) per record (the whole line), fsync every
+// `every` records and on destruction. newline_first ends a last line left without its '\n'.
+class SampleAppender {
+ public:
+  SampleAppender(const std::string& path, int every, bool newline_first);
+  ~SampleAppender();
+  SampleAppender(const SampleAppender&) = delete;
+  SampleAppender& operator=(const SampleAppender&) = delete;
+  void append(const SampleRecord& s);
+  void sync();
+
+ private:
+  void write_all(const std::string& s);
+  std::string path_;
+  int every_, fd_ = -1, since_sync_ = 0;
 };
 
 // The (id, path) pairs already in an output file, after verifying it: every complete line must

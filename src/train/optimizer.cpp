@@ -8,8 +8,8 @@ namespace longctx {
 void adamw_step(const Backend& be, AdamW& opt, float* params, const float* grads,
                 const ParamLayout& layout, float lr) {
   if (opt.m.empty()) {
-    opt.m.assign(layout.total, 0.0f);
-    opt.v.assign(layout.total, 0.0f);
+    opt.m = Buffer<float>(be, layout.total);
+    opt.v = Buffer<float>(be, layout.total);
   }
   opt.step++;
   for (const auto& t : layout.tensors)
@@ -25,28 +25,19 @@ float lr_at(int64_t step, int64_t warmup, int64_t total, float lr_max, float lr_
   return lr_min + 0.5f * (lr_max - lr_min) * float(1.0 + std::cos(M_PI * progress));
 }
 
-double grad_norm(const float* g, size_t n) {
-  // Fixed chunks summed in order: bitwise reproducible whatever the thread count
-  // (an OpenMP reduction's combine order is not), which bit-exact resume relies on.
-  constexpr size_t chunk = 1 << 16;
-  std::vector<double> partial((n + chunk - 1) / chunk, 0.0);
-#pragma omp parallel for schedule(static)
-  for (size_t c = 0; c < partial.size(); c++) {
-    double s = 0.0;
-    for (size_t i = c * chunk; i < std::min(n, (c + 1) * chunk); i++) s += double(g[i]) * g[i];
-    partial[c] = s;
-  }
-  double sum = 0.0;
-  for (double s : partial) sum += s;
-  return std::sqrt(sum);
+double grad_norm(const Backend& be, const float* g, size_t n) {
+  return std::sqrt(be.sum_squares(g, n));
 }
+double grad_norm(const float* g, size_t n) { return grad_norm(backend_cpu(), g, n); }
 
-float grad_clip(float* g, size_t n, double norm, float max_norm) {
+float grad_clip(const Backend& be, float* g, size_t n, double norm, float max_norm) {
   if (max_norm <= 0.0f || !(norm > max_norm)) return 1.0f;
   const float scale = float(max_norm / norm);
-#pragma omp parallel for schedule(static)
-  for (size_t i = 0; i < n; i++) g[i] *= scale;
+  be.scale(g, n, scale);
   return scale;
+}
+float grad_clip(float* g, size_t n, double norm, float max_norm) {
+  return grad_clip(backend_cpu(), g, n, norm, max_norm);
 }
 
 std::string first_nonfinite(const float* buf, const ParamLayout& layout) {

@@ -12,7 +12,7 @@ namespace longctx {
 
 struct AdamW {
   float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0.1f;
-  std::vector<float> m, v;  // first and second moments, same layout as the parameters
+  Buffer<float> m, v;       // first and second moments, same layout and backend as the parameters
   int64_t step = 0;         // updates taken so far
 };
 
@@ -25,8 +25,11 @@ void adamw_step(const Backend& be, AdamW& opt, float* params, const float* grads
 float lr_at(int64_t step, int64_t warmup, int64_t total, float lr_max, float lr_min);
 
 // Global L2 norm of the gradient (fp64 accumulation); NaN/Inf if any element is non-finite.
+// Without a backend: host memory.
+double grad_norm(const Backend& be, const float* grads, size_t n);
 double grad_norm(const float* grads, size_t n);
 // Scale grads by max_norm / norm when norm > max_norm; returns the scale applied.
+float grad_clip(const Backend& be, float* grads, size_t n, double norm, float max_norm);
 float grad_clip(float* grads, size_t n, double norm, float max_norm);
 // Name of the first tensor holding a non-finite value, or "" when all are finite.
 std::string first_nonfinite(const float* buf, const ParamLayout& layout);

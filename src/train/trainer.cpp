@@ -73,6 +73,7 @@ TrainResult train(const TrainOptions& o) {
   cfg.validate("training config");
   const Backend& be = backend_get(o.backend.c_str());
   Model model(cfg, be);
+  model.recompute = o.recompute;
   model.reserve(o.batch * o.seq);
   AdamW opt;
   opt.beta1 = o.beta1, opt.beta2 = o.beta2, opt.weight_decay = o.weight_decay;
@@ -84,26 +85,30 @@ TrainResult train(const TrainOptions& o) {
               "--resume: no training checkpoint in {} (train without --resume first)", ckpt_dir);
     LoadedModel lm = checkpoint_load(ckpt_dir);
     checkpoint_check_config(cfg, lm.config, ckpt_dir + "/config.json");
-    model.params = std::move(lm.params);
+    LCX_CHECK(lm.params.size() == model.params.size(), "{}: {} parameters, the model has {}",
+              ckpt_dir, lm.params.size(), model.params.size());
+    model.params.upload(lm.params.data(), lm.params.size());
     TrainState st = train_state_load(ckpt_dir, model.layout.total);
     step = st.step;
     opt.step = st.step;
-    opt.m = std::move(st.m);
-    opt.v = std::move(st.v);
+    opt.m = Buffer<float>::from_host(be, st.m.data(), st.m.size());
+    opt.v = Buffer<float>::from_host(be, st.v.data(), st.v.size());
     LCX_CHECK(st.meta.contains("loader"),
               "{}/training_state.safetensors: metadata has no data-loader cursor ('loader')", ckpt_dir);
     loader.restore(st.meta["loader"]);
   } else {
-    param_init(model.params.data(), model.layout, cfg, o.seed);
+    std::vector<float> init(model.layout.total);
+    param_init(init.data(), model.layout, cfg, o.seed);
+    model.params.upload(init.data(), init.size());
   }
 
   auto save = [&](int64_t at_step) {
     TrainState st;
     st.step = at_step;
-    st.m = opt.m;
-    st.v = opt.v;
+    st.m = opt.m.to_host();
+    st.v = opt.v.to_host();
     st.meta = {{"loader", loader.state()}, {"seed", o.seed}};
-    checkpoint_save(ckpt_dir, cfg, model.params.data(), model.layout, &st,
+    checkpoint_save(ckpt_dir, cfg, model.params.to_host().data(), model.layout, &st,
                     fs::exists(tok_model) ? tok_model : "");
   };
 
@@ -125,7 +130,7 @@ TrainResult train(const TrainOptions& o) {
       for (int32_t t : mb.targets) n_targets += t >= 0;
     }
     LCX_CHECK(n_targets > 0, "step {}: the batch has no tokens to predict", step);
-    std::fill(model.grads.begin(), model.grads.end(), 0.0f);
+    be.zero(model.grads.data(), model.grads.size());
     double loss_sum = 0.0;
     for (auto& mb : micro) {
       TokenBatch tb = batch_view(mb);
@@ -134,10 +139,13 @@ TrainResult train(const TrainOptions& o) {
       tokens_seen += tb.T;
     }
     const double loss = loss_sum / double(n_targets);
-    if (step == o.inject_nonfinite_at) model.grads[model.layout.wq] = NAN;
-    double norm = grad_norm(model.grads.data(), model.grads.size());
+    if (step == o.inject_nonfinite_at) {
+      const float nan = NAN;
+      model.grads.upload(&nan, 1, model.layout.wq);
+    }
+    double norm = grad_norm(be, model.grads.data(), model.grads.size());
     if (!std::isfinite(loss) || !std::isfinite(norm)) {
-      std::string where = std::isfinite(loss) ? first_nonfinite(model.grads.data(), model.layout)
+      std::string where = std::isfinite(loss) ? first_nonfinite(model.grads.to_host().data(), model.layout)
                                               : std::string("the loss");
       std::string msg = fmt::format("step {}: non-finite {} (loss {}, grad norm {})", step + 1,
                                     where == "the loss" ? where : "gradient in tensor '" + where + "'",
@@ -148,7 +156,7 @@ TrainResult train(const TrainOptions& o) {
       metrics.write({{"step", step + 1}, {"skipped", msg}});
       continue;
     }
-    grad_clip(model.grads.data(), model.grads.size(), norm, o.clip);
+    grad_clip(be, model.grads.data(), model.grads.size(), norm, o.clip);
     const float lr = lr_at(step, o.warmup, o.steps, o.lr, o.min_lr);
     adamw_step(be, opt, model.params.data(), model.grads.data(), model.layout, lr);
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();

@@ -32,6 +32,7 @@ struct TrainOptions {
   int64_t stop_after = -1;      // stop (and save) after this many steps, keeping the schedule
   double max_minutes = 0;       // stop (and save) after this wall time; 0 = no limit
   bool quiet = false;           // no progress output (metrics file still written)
+  bool recompute = false;       // per-layer activation recompute in backward (Model::recompute)
   int64_t inject_nonfinite_at = -1;  // testing the guard: poison a gradient at this step
 };
 

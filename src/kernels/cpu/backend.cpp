@@ -1,8 +1,11 @@
 // The backend tables (backend.h): `cpu_ref` = the float instantiation of ref.h, `cpu` = the fast
 // ops of this directory; backend_get() looks a table up by name; alibi_slopes (DESIGN.md §2.1).
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "kernels/backend.h"
@@ -40,9 +43,56 @@ void alibi_slopes(float* slopes, Alibi kind, int H) {
   }
 }
 
+namespace {
+
+// ---- host memory, shared by cpu and cpu_ref
+void* host_alloc(size_t bytes) {
+  void* p = std::calloc(std::max<size_t>(bytes, 1), 1);
+  LCX_CHECK(p, "out of host memory allocating {} bytes", bytes);
+  return p;
+}
+void host_release(void* p) { std::free(p); }
+void host_copy(void* dst, const void* src, size_t bytes, Copy) { std::memcpy(dst, src, bytes); }
+void host_zero(float* x, size_t n) { std::memset(x, 0, n * sizeof(float)); }
+void host_add(float* y, const float* x, size_t n) {
+#pragma omp parallel for simd schedule(static)
+  for (size_t i = 0; i < n; i++) y[i] += x[i];
+}
+void host_scale(float* x, size_t n, float a) {
+#pragma omp parallel for simd schedule(static)
+  for (size_t i = 0; i < n; i++) x[i] *= a;
+}
+// Fixed chunks summed in order: bitwise reproducible whatever the thread count (an OpenMP
+// reduction's combine order is not), which bit-exact resume relies on.
+template <bool squares>
+double host_sum(const float* x, size_t n) {
+  constexpr size_t chunk = 1 << 16;
+  std::vector<double> partial((n + chunk - 1) / chunk, 0.0);
+#pragma omp parallel for schedule(static)
+  for (size_t c = 0; c < partial.size(); c++) {
+    double s = 0.0;
+    for (size_t i = c * chunk; i < std::min(n, (c + 1) * chunk); i++)
+      s += squares ? double(x[i]) * x[i] : double(x[i]);
+    partial[c] = s;
+  }
+  double sum = 0.0;
+  for (double s : partial) sum += s;
+  return sum;
+}
+
+void host_sync() {}
+size_t host_peak_bytes() { return 0; }
+
+}  // namespace
+
+#define LONGCTX_HOST_MEMORY                                                                    \
+  false, host_alloc, host_release, host_copy, host_zero, host_add, host_scale, host_sum<false>, \
+      host_sum<true>, host_sync, host_peak_bytes
+
 const Backend& backend_cpu_ref() {
   static const Backend b = {
       "cpu_ref",
+      LONGCTX_HOST_MEMORY,
       ref::matmul_forward<float>,
       ref::matmul_backward<float>,
       ref::embedding_forward<float>,
@@ -66,6 +116,7 @@ const Backend& backend_cpu_ref() {
 const Backend& backend_cpu() {
   static const Backend b = {
       "cpu",
+      LONGCTX_HOST_MEMORY,
       cpu::matmul_forward,
       cpu::matmul_backward,
       cpu::embedding_forward,
@@ -86,14 +137,19 @@ const Backend& backend_cpu() {
   return b;
 }
 
+#ifndef LONGCTX_HAVE_CUDA
+const Backend& backend_cuda() {
+  fail("this build has no CUDA backend: rebuild with -DLONGCTX_CUDA=ON on a machine with nvcc");
+}
+bool cuda_available() { return false; }
+#endif
+
 const Backend& backend_get(const char* name) {
   std::string n = name ? name : "";
   if (n == "cpu") return backend_cpu();
   if (n == "cpu_ref") return backend_cpu_ref();
-  fail("unknown backend '{}': known backends are 'cpu', 'cpu_ref'{}", n,
-       n == "cuda" ? " (this build has no CUDA backend: rebuild with -DLONGCTX_CUDA=ON on a machine "
-                     "with nvcc)"
-                   : "");
+  if (n == "cuda") return backend_cuda();
+  fail("unknown backend '{}': known backends are 'cpu', 'cpu_ref', 'cuda'", n);
 }
 
 }  // namespace longctx

@@ -1,0 +1,53 @@
+// `mpirun -np N longctx train --hdp …`: the flags of HDP training on the `train` command and the
+// multi-process run (src/dist/hdp_train.h).
+#include <memory>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "dist/hdp_train.h"
+
+namespace longctx {
+
+std::function<bool(const TrainOptions&)> add_train_hdp(CLI::App* cmd) {
+  auto o = std::make_shared<HdpOptions>();
+  auto on = std::make_shared<bool>(false);
+  auto scheduler = std::make_shared<std::string>("balance");
+  auto timeout = std::make_shared<double>(120);
+  auto g = cmd->add_option_group("HDP", "Hybrid data parallelism over MPI ranks (ByteScale); run under mpirun");
+  g->add_flag("--hdp", *on, "Train with HDP: every rank one process of `mpirun -np N longctx train --hdp`");
+  const std::vector<CLI::Option*> hdp_opts{
+      g->add_option("--scheduler", *scheduler, "HDP placement: static | naive | balance | balance-pp")->capture_default_str(),
+      g->add_option("--capacity", o->capacity, "C: tokens per rank per micro-batch")->capture_default_str(),
+      g->add_option("--step-tokens", o->step_tokens, "Global batch: tokens per step (default ranks·C)"),
+      g->add_option("--max-len", o->max_len, "Longest sequence; longer documents are cut (default ranks·C)"),
+      g->add_option("--cost", o->cost_path, "Cost model JSON from `longctx bench profile` (default: time ∝ tokens)"),
+      g->add_flag("--zero1", o->zero1, "ZeRO-1: shard the AdamW state over ranks"),
+      g->add_flag("--remote-loader", o->remote_loader, "Rank 0 plans and sends each rank only its slices"),
+      g->add_option("--comm-timeout", *timeout, "Seconds a rank waits for another before aborting the job")->capture_default_str(),
+  };
+  return [=](const TrainOptions& t) {
+    if (!*on) {
+      for (const CLI::Option* opt : hdp_opts)
+        LCX_CHECK(opt->count() == 0, "{} needs --hdp", opt->get_name());
+      return false;
+    }
+    o->train = t;
+    o->scheduler = scheduler_from_string(*scheduler);
+#ifdef LONGCTX_HAVE_MPI
+    std::unique_ptr<Comm> comm = comm_mpi_init(nullptr, nullptr, *timeout);
+    try {
+      const TrainResult r = hdp_train(*comm, *o);
+      if (comm->rank() == 0)
+        fmt::print("trained {} steps on {} ranks (HDP, {}), {:.0f} tokens/s\n", r.steps_done,
+                   comm->size(), *scheduler, r.tokens_per_s);
+    } catch (const std::exception& e) {  // one rank's error ends every rank, not a hang
+      comm->abort(fmt::format("error: {}", e.what()));
+    }
+    return true;
+#else
+    fail("--hdp: this longctx was built without MPI (install libopenmpi-dev and rebuild)");
+#endif
+  };
+}
+
+}  // namespace longctx

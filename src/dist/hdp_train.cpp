@@ -1,0 +1,407 @@
+// The HDP training runtime (see hdp_train.h).
+#include "dist/hdp_train.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+
+#include "core/error.h"
+#include "core/progress.h"
+#include "data/shard.h"
+#include "dist/remote_loader.h"
+#include "model/checkpoint.h"
+
+namespace fs = std::filesystem;
+
+namespace longctx {
+namespace {
+
+// The shared sequences (over ≥ 2 ranks) of a micro-batch, in slice order.
+std::vector<int32_t> shared_seqs(const Plan& p, const MicroBatch& mb) {
+  std::vector<int32_t> s;
+  for (const Slice& sl : mb.slices)
+    if (p.seqs[size_t(sl.seq)].ranks.size() > 1) s.push_back(sl.seq);
+  return s;
+}
+
+// The pieces of the layout's tensors inside [lo, hi), offsets relative to lo (ZeRO-1 shard).
+ParamLayout layout_shard(const ParamLayout& l, size_t lo, size_t hi) {
+  ParamLayout s;
+  for (const ParamTensor& t : l.tensors) {
+    const size_t b = std::max(t.offset, lo), e = std::min(t.offset + t.numel, hi);
+    if (e <= b) continue;
+    ParamTensor piece = t;
+    piece.offset = b - lo;
+    piece.numel = e - b;
+    s.tensors.push_back(std::move(piece));
+  }
+  s.total = hi - lo;
+  return s;
+}
+
+// Each rank's `k` doubles gathered on every rank ([rank][k]), carried bit-exactly in floats.
+std::vector<double> gather_doubles(Comm& c, const std::vector<double>& mine) {
+  const size_t k = mine.size(), P = size_t(c.size());
+  std::vector<float> buf(2 * k * P, 0.0f);
+  std::memcpy(buf.data() + 2 * k * size_t(c.rank()), mine.data(), k * sizeof(double));
+  c.all_gather(buf.data(), buf.size());
+  std::vector<double> all(k * P);
+  std::memcpy(all.data(), buf.data(), all.size() * sizeof(double));
+  return all;
+}
+
+}  // namespace
+
+void hdp_check_order(const Plan& p, int layers) {
+  LCX_CHECK(layers > 0, "hdp_check_order: layers must be > 0, got {}", layers);
+  // Events: (shared sequence, layer, forward/backward) → node; edges follow each rank's order.
+  std::map<int32_t, int> shared;  // sequence → compact index
+  for (size_t q = 0; q < p.seqs.size(); q++)
+    if (p.seqs[q].ranks.size() > 1) shared.emplace(int32_t(q), int(shared.size()));
+  const size_t n_nodes = shared.size() * size_t(layers) * 2;
+  auto node = [&](int32_t q, int l, int bwd) { return (size_t(shared[q]) * size_t(layers) + size_t(l)) * 2 + size_t(bwd); };
+  std::vector<std::vector<size_t>> next(n_nodes);
+  std::vector<int> indeg(n_nodes, 0);
+  for (const RankPlan& rp : p.ranks) {
+    size_t prev = SIZE_MAX;
+    auto visit = [&](size_t n) {
+      if (prev != SIZE_MAX) {
+        next[prev].push_back(n);
+        indeg[n]++;
+      }
+      prev = n;
+    };
+    for (const MicroBatch& mb : rp.micro_batches) {
+      const std::vector<int32_t> s = shared_seqs(p, mb);
+      for (int l = 0; l < layers; l++)  // forward: layer by layer, runs in slice order
+        for (int32_t q : s) visit(node(q, l, 0));
+      for (int l = layers - 1; l >= 0; l--)  // backward
+        for (int32_t q : s) visit(node(q, l, 1));
+    }
+  }
+  // Kahn's algorithm: every event must get a place in one global order.
+  std::vector<size_t> ready;
+  for (size_t n = 0; n < n_nodes; n++)
+    if (indeg[n] == 0) ready.push_back(n);
+  size_t done = 0;
+  while (!ready.empty()) {
+    const size_t n = ready.back();
+    ready.pop_back();
+    done++;
+    for (size_t m : next[n])
+      if (--indeg[m] == 0) ready.push_back(m);
+  }
+  LCX_CHECK(done == n_nodes,
+            "plan: ranks meet their shared sequences in conflicting orders ({} of {} halo/ring "
+            "exchanges are on a cycle); their messages would deadlock", n_nodes - done, n_nodes);
+}
+
+CpPlacement hdp_placement(const Plan& p, int32_t seq) {
+  const SeqPlan& sp = p.seqs[size_t(seq)];
+  CpPlacement pl;
+  pl.ranks.assign(sp.ranks.begin(), sp.ranks.end());
+  pl.bounds.assign(sp.ranks.size() + 1, -1);
+  pl.bounds.back() = sp.length;
+  for (size_t r = 0; r < p.ranks.size(); r++)
+    for (const MicroBatch& mb : p.ranks[r].micro_batches)
+      for (const Slice& sl : mb.slices) {
+        if (sl.seq != seq) continue;
+        size_t part = 0;
+        while (part < pl.ranks.size() && pl.ranks[part] != int(r)) part++;
+        LCX_CHECK(part < pl.ranks.size(), "plan: sequence {} has a slice on rank {}, not among its ranks", seq, r);
+        pl.bounds[part] = sl.begin;
+      }
+  pl.cu_seqlens = {0, int32_t(sp.length)};
+  return pl;  // cp_halo_plan checks that the bounds tile [0, length)
+}
+
+RingPlacement hdp_ring_placement(const Plan& p, int32_t seq) {
+  const SeqPlan& sp = p.seqs[size_t(seq)];
+  return ring_zigzag(std::vector<int>(sp.ranks.begin(), sp.ranks.end()), {0, int32_t(sp.length)});
+}
+
+HdpTrainer::HdpTrainer(Comm& comm, Model& model, AdamW opt, bool zero1)
+    : comm_(comm), model_(model), opt_(std::move(opt)), zero1_(zero1),
+      ring_(ring_rule(model.config)), attn_(comm, model.config.num_hidden_layers) {
+  const size_t n = model.params.size();
+  lo_ = comm.chunk_begin(n, comm.rank());
+  hi_ = comm.chunk_begin(n, comm.rank() + 1);
+  shard_ = layout_shard(model.layout, lo_, hi_);
+}
+
+HdpStepResult HdpTrainer::step(const HdpStepData& d, float lr, float clip) {
+  const Plan& p = d.plan;
+  const int me = comm_.rank();
+  LCX_CHECK(p.ranks.size() == size_t(comm_.size()), "HDP step: plan for {} ranks, job has {}",
+            p.ranks.size(), comm_.size());
+  LCX_CHECK(d.n_targets > 0, "HDP step: the global batch has no tokens to predict");
+  Model& m = model_;
+  std::fill(m.grads.begin(), m.grads.end(), 0.0f);
+  const float dloss = 1.0f / float(d.n_targets);
+  const int64_t bytes0 = comm_.stats.bytes_sent;
+  double loss_sum = 0;
+  size_t si = 0;  // this rank's slice index into d.tokens
+  for (const MicroBatch& mb : p.ranks[size_t(me)].micro_batches) {
+    // The packed stream: one document per slice (a ring part: its zig-zag chunks back to back),
+    // positions global within its sequence.
+    tok_.clear(), tgt_.clear(), pos_.clear(), cu_.assign(1, 0);
+    std::vector<CpRun> runs;
+    for (const Slice& sl : mb.slices) {
+      LCX_CHECK(si < d.tokens.size(), "HDP step: rank {} got tokens for {} slices, its plan has more", me, d.tokens.size());
+      const std::vector<int32_t>& t = d.tokens[si++];
+      const SeqPlan& sp = p.seqs[size_t(sl.seq)];
+      const int64_t len = sp.length;
+      const std::vector<SeqRange> rows = slice_rows(p, sl, me, ring_);
+      LCX_CHECK(int64_t(t.size()) == rows_fetch_count(rows, len),
+                "HDP step: slice of sequence {} has {} tokens, expected {}", sl.seq, t.size(),
+                rows_fetch_count(rows, len));
+      const int64_t row = int64_t(tok_.size());
+      size_t at = 0;  // into t
+      for (const SeqRange& r : rows) {
+        const size_t fetched = size_t(fetch_end(r, len) - r.begin);
+        for (int64_t i = 0; i < r.end - r.begin; i++) {
+          tok_.push_back(t[at + size_t(i)]);
+          tgt_.push_back(size_t(i + 1) < fetched ? t[at + size_t(i + 1)] : -1);
+          pos_.push_back(int32_t(r.begin + i));
+        }
+        at += fetched;
+      }
+      cu_.push_back(int32_t(tok_.size()));
+      const int64_t n = int64_t(tok_.size()) - row;
+      if (sp.ranks.size() > 1) {
+        CpRun r;
+        r.row_begin = row;
+        r.row_end = row + n;
+        r.part = int(std::find(sp.ranks.begin(), sp.ranks.end(), me) - sp.ranks.begin());
+        if (ring_.ring(sp)) {
+          r.kind = CpRun::Kind::ring;
+          r.ring = hdp_ring_placement(p, sl.seq);
+        } else {
+          r.kind = CpRun::Kind::halo;
+          r.placement = hdp_placement(p, sl.seq);
+        }
+        runs.push_back(std::move(r));
+      } else if (!runs.empty() && runs.back().kind == CpRun::Kind::local) {  // extend the local run
+        runs.back().row_end = row + n;
+        runs.back().cu_seqlens.push_back(int32_t(row + n - runs.back().row_begin));
+      } else {
+        CpRun r;
+        r.row_begin = row;
+        r.row_end = row + n;
+        r.cu_seqlens = {0, int32_t(n)};
+        runs.push_back(std::move(r));
+      }
+    }
+    if (tok_.empty()) continue;
+    m.reserve(int(tok_.size()));
+    attn_.set_runs(std::move(runs));
+    const TokenBatch tb{tok_.data(), tgt_.data(), pos_.data(), cu_.data(), int(tok_.size()),
+                        int(cu_.size()) - 1};
+    m.attention = &attn_;
+    try {
+      int64_t k = 0;
+      loss_sum += model_forward(m, tb, &k, dloss);
+      model_backward(m, tb);
+    } catch (...) {
+      m.attention = nullptr;
+      throw;
+    }
+    m.attention = nullptr;
+  }
+  LCX_CHECK(si == d.tokens.size(), "HDP step: rank {} got tokens for {} slices, its plan has {}",
+            me, d.tokens.size(), si);
+  const int64_t cp_bytes = comm_.stats.bytes_sent - bytes0;
+
+  // Σ gradients over ranks (this rank's chunk, or all of them), then the global norm from each
+  // chunk's fp64 sum of squares, combined in rank order: the same on every rank in both modes.
+  float* g = m.grads.data();
+  const size_t n = m.grads.size();
+  if (zero1_) comm_.reduce_scatter_sum(g, n);
+  else comm_.allreduce_sum(g, n);
+  const double sq = m.backend->sum_squares(g + lo_, hi_ - lo_);
+  const std::vector<double> all = gather_doubles(comm_, {sq, loss_sum, double(cp_bytes)});
+  HdpStepResult res;
+  double sq_all = 0, loss_all = 0, cp_all = 0;
+  for (int r = 0; r < comm_.size(); r++) {
+    sq_all += all[3 * size_t(r)];
+    loss_all += all[3 * size_t(r) + 1];
+    cp_all += all[3 * size_t(r) + 2];
+  }
+  res.loss = loss_all / double(d.n_targets);
+  res.grad_norm = std::sqrt(sq_all);
+  res.cp_bytes = int64_t(cp_all);
+  for (const SeqPlan& s : p.seqs) res.tokens += s.length;
+  LCX_CHECK(std::isfinite(res.loss) && std::isfinite(res.grad_norm),
+            "HDP step: non-finite loss {} or gradient norm {}; lower the learning rate", res.loss,
+            res.grad_norm);
+
+  if (zero1_) {
+    grad_clip(g + lo_, hi_ - lo_, res.grad_norm, clip);
+    adamw_step(*m.backend, opt_, m.params.data() + lo_, g + lo_, shard_, lr);
+    comm_.all_gather(m.params.data(), m.params.size());
+  } else {
+    grad_clip(g, n, res.grad_norm, clip);
+    adamw_step(*m.backend, opt_, m.params.data(), g, m.layout, lr);
+  }
+  return res;
+}
+
+void HdpTrainer::gather_moments(std::vector<float>& mo, std::vector<float>& v) {
+  auto gather = [&](std::vector<float>& full, const Buffer<float>& part) {
+    if (!zero1_) {
+      full = part.to_host();
+      return;
+    }
+    full.assign(model_.params.size(), 0.0f);
+    part.download(full.data() + lo_, part.size());
+    comm_.all_gather(full.data(), full.size());
+  };
+  gather(mo, opt_.m);
+  gather(v, opt_.v);
+}
+
+void HdpTrainer::set_moments(int64_t step, const std::vector<float>& mo, const std::vector<float>& v) {
+  opt_.step = step;
+  const Backend& be = *model_.backend;
+  const size_t lo = zero1_ ? lo_ : 0, n = zero1_ ? hi_ - lo_ : mo.size();
+  opt_.m = Buffer<float>::from_host(be, mo.data() + lo, n);
+  opt_.v = Buffer<float>::from_host(be, v.data() + lo, n);
+}
+
+HdpPlanner hdp_planner(const HdpOptions& o, int ranks) {
+  PlanOptions po;
+  po.ranks = ranks;
+  po.capacity = o.capacity;
+  po.layers = 1;  // no offloading: D(s) = ceil(s / C)
+  if (!o.cost_path.empty()) {
+    po.cost = cost_from_file(o.cost_path);
+  } else {  // T(s) ∝ s (SWAT: O(s·w)), Act(s) ∝ s
+    po.cost.beta1 = 1e-6;
+    po.cost.alpha2 = 1;
+  }
+  po.window = o.train.config.window;
+  po.seed = o.train.seed;
+  const Scheduler sc = o.scheduler;
+  const int layers = o.train.config.num_hidden_layers;
+  return [po, sc, layers](const std::vector<int64_t>& len) {
+    Plan p = plan_make(sc, len, po);
+    plan_check(p, len, po);
+    hdp_check_order(p, layers);
+    return p;
+  };
+}
+
+TrainResult hdp_train(Comm& comm, const HdpOptions& o) {
+  const TrainOptions& t = o.train;
+  const int P = comm.size(), me = comm.rank();
+  LCX_CHECK(o.capacity > 0, "--capacity must be > 0 tokens, got {}", o.capacity);
+  LCX_CHECK(t.steps > 0, "--steps must be > 0, got {}", t.steps);
+  const int64_t budget = o.step_tokens > 0 ? o.step_tokens : int64_t(P) * o.capacity;
+  const int64_t max_len = o.max_len > 0 ? o.max_len : int64_t(P) * o.capacity;
+  const std::string train_bin = t.data_dir + "/train.bin", tok_model = t.data_dir + "/tokenizer.model";
+  const std::string ckpt_dir = t.out_dir + "/checkpoint";
+
+  Config cfg = t.config;
+  cfg.vocab_size = int(shard_vocab_size(train_bin));
+  cfg.validate("training config");
+  const Backend& be = backend_get(t.backend.c_str());
+  LCX_CHECK(!be.device, "--hdp runs on host backends (cpu, cpu_ref) for now, not {}", be.name);
+  Model model(cfg, be);
+  HdpOptions oc = o;
+  oc.train.config = cfg;
+  const HdpPlanner planner = hdp_planner(oc, P);
+  // Bad placements (a sequence needing more ranks than exist, …) fail here, on every rank alike.
+  planner({max_len});
+
+  AdamW opt;
+  opt.beta1 = t.beta1, opt.beta2 = t.beta2, opt.weight_decay = t.weight_decay;
+  HdpTrainer trainer(comm, model, opt, o.zero1);
+  int64_t step = 0;
+  nlohmann::json cursor;
+  if (t.resume) {
+    LCX_CHECK(train_state_exists(ckpt_dir),
+              "--resume: no training checkpoint in {} (train without --resume first)", ckpt_dir);
+    LoadedModel lm = checkpoint_load(ckpt_dir);
+    checkpoint_check_config(cfg, lm.config, ckpt_dir + "/config.json");
+    model.params.upload(lm.params.data(), lm.params.size());
+    TrainState st = train_state_load(ckpt_dir, model.layout.total);
+    LCX_CHECK(st.meta.contains("hdp_data"),
+              "{}/training_state.safetensors: no HDP data cursor ('hdp_data'); was it saved by "
+              "`train --hdp`?", ckpt_dir);
+    step = st.step;
+    trainer.set_moments(st.step, st.m, st.v);
+    cursor = st.meta["hdp_data"];
+  } else {
+    param_init(model.params.data(), model.layout, cfg, t.seed);
+  }
+  const int64_t last = t.stop_after >= 0 ? std::min(t.steps, t.stop_after) : t.steps;
+  std::unique_ptr<StepSource> src;
+  if (o.remote_loader)
+    src = std::make_unique<RemoteStepSource>(comm, train_bin, t.seed, max_len, planner,
+                                             ring_rule(cfg), budget,
+                                             std::max<int64_t>(0, last - step));
+  else
+    src = std::make_unique<LocalStepSource>(DocStream(train_bin, t.seed, max_len), planner, budget,
+                                            me, ring_rule(cfg));
+  if (t.resume) src->restore(cursor);
+
+  std::ofstream metrics;
+  if (me == 0) {
+    fs::create_directories(t.out_dir);
+    metrics.open(t.out_dir + "/metrics.jsonl", t.resume ? std::ios::app : std::ios::trunc);
+    LCX_CHECK(metrics.good(), "cannot write metrics file {}/metrics.jsonl", t.out_dir);
+  }
+  Progress bar("train --hdp", uint64_t(last), "steps", me != 0 || t.quiet || !progress_is_tty());
+  TrainResult res;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto since = [](auto a) { return std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count(); };
+  int64_t tokens_seen = 0;
+  auto save = [&](int64_t at_step) {
+    TrainState st;
+    trainer.gather_moments(st.m, st.v);  // collective
+    if (me != 0) return;
+    st.step = at_step;
+    st.meta = {{"hdp_data", cursor}, {"seed", t.seed}};
+    checkpoint_save(ckpt_dir, cfg, model.params.data(), model.layout, &st,
+                    fs::exists(tok_model) ? tok_model : "");
+  };
+  for (; step < last; step++) {
+    const auto ts = std::chrono::steady_clock::now();
+    const HdpStepData d = src->next();
+    cursor = d.cursor;
+    const float lr = lr_at(step, t.warmup, t.steps, t.lr, t.min_lr);
+    const HdpStepResult r = trainer.step(d, lr, t.clip);
+    const double dt = since(ts);
+    tokens_seen += r.tokens;
+    res.losses.push_back(r.loss);
+    res.steps_done++;
+    size_t mb_min = SIZE_MAX, mb_max = 0;
+    for (const RankPlan& rp : d.plan.ranks) {
+      mb_min = std::min(mb_min, rp.micro_batches.size());
+      mb_max = std::max(mb_max, rp.micro_batches.size());
+    }
+    if (me == 0) {
+      metrics << nlohmann::json{{"step", step + 1}, {"loss", r.loss}, {"lr", lr},
+                                {"grad_norm", r.grad_norm}, {"tokens_per_s", double(r.tokens) / dt},
+                                {"tokens", tokens_seen}, {"elapsed_s", since(t0)},
+                                {"sequences", d.plan.seqs.size()}, {"micro_batches_min", mb_min},
+                                {"micro_batches_max", mb_max}, {"cp_bytes", r.cp_bytes},
+                                {"scheduler", d.plan.scheduler}}.dump()
+              << '\n' << std::flush;
+      if (!t.quiet && !progress_is_tty())
+        fmt::print(stderr, "step {:>5}  loss {:.4f}  lr {:.2e}  {:.0f} tok/s\n", step + 1, r.loss,
+                   lr, double(r.tokens) / dt);
+    }
+    bar.update(uint64_t(step + 1));
+    if ((t.save_every > 0 && (step + 1) % t.save_every == 0) || step + 1 == last) save(step + 1);
+  }
+  bar.finish();
+  res.tokens_per_s = double(tokens_seen) / std::max(1e-9, since(t0));
+  return res;
+}
+
+}  // namespace longctx

@@ -1,0 +1,404 @@
+// MPI test driver of the HDP runtime (run by CTest under mpirun; see tests/CMakeLists.txt):
+//   exact SCHED [ATTN]     several training steps of `mpirun -np 4` on global batches where one
+//                          document spans 3 ranks, short ones are packed and ranks run different
+//                          numbers of micro-batches == one process on the whole batch (fp32, rel
+//                          err < 1e-5), with and without ZeRO-1 (which must agree bit for bit);
+//                          ATTN: swat (default), softmax (window 12: halo exchange) or full
+//                          (softmax over whole sequences: ring attention, zig-zag)
+//   remote                 hdp_train from a token shard with the remote dataloader == without it
+//                          (bit-identical parameters and losses; SWAT, and full attention's
+//                          zig-zag reads)
+//   bad                    clear errors: a sequence needing more ranks than exist, plans whose
+//                          message order would deadlock
+//   die                    a rank dies mid-step: the job ends (no hang)
+//   bytes [C]              context-parallel bytes of one step, SWAT (halo) vs full attention
+//                          (ring) on the same placement: measured, exact, cost model (JSON);
+//                          capacity C tokens (default 1024), the long sequence C·ranks
+//   mkdata DIR [DOCS LONGEST]  writes DIR/train.bin for the CLI tests and benchmarks (no MPI)
+// Exit code 0 on success; on a mismatch, a message and exit code 1 (every rank).
+#include <csignal>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "data/shard.h"
+#include "dist/hdp_train.h"
+#include "model/checkpoint.h"
+#include "mpi_util.h"
+
+using namespace longctx;
+using namespace longctx::testing;
+namespace fs = std::filesystem;
+
+namespace {
+
+// The test model (mpi_util.h) with its attention: "swat" (window 12), "softmax" (softmax window
+// 12: halo exchange) or "full" (softmax, window ≥ every sequence: ring attention, zig-zag).
+Config attn_config(const std::string& attn) {
+  Config cfg = tiny_config();
+  cfg.window = 12;
+  if (attn != "swat") {
+    cfg.attention = AttnKind::softmax;
+    cfg.alibi = Alibi::none;
+  }
+  if (attn == "full") cfg.window = 1 << 20;
+  return cfg;
+}
+
+// This rank's step data from documents in memory (what hdp_step_data reads from a shard).
+HdpStepData step_data(const Plan& p, const std::vector<std::vector<int32_t>>& docs, int rank,
+                      const Config& cfg) {
+  return hdp_step_data(
+      p,
+      [&](int32_t q, int64_t begin, int64_t n, int32_t* out) {
+        std::copy_n(docs[size_t(q)].begin() + begin, n, out);
+      },
+      rank, ring_rule(cfg));
+}
+
+// ---- exact: HDP == one process ----------------------------------------------------------------
+
+// Context-parallel bytes of one step of `p` (all ranks, all layers, forward and backward): each
+// ring part's ring_bytes, each halo part's cp_halo_bytes.
+double cp_bytes_of(const Plan& p, const Config& cfg) {
+  const RingRule rule = ring_rule(cfg);
+  const int Hkv = cfg.num_key_value_heads, D = cfg.head_dim();
+  double b = 0;
+  for (size_t q = 0; q < p.seqs.size(); q++) {
+    const int parts = int(p.seqs[q].ranks.size());
+    if (parts < 2) continue;
+    if (rule.ring(p.seqs[q])) {
+      const RingPlacement pl = hdp_ring_placement(p, int32_t(q));
+      for (int i = 0; i < parts; i++) b += double(ring_bytes(pl, i, Hkv, D) + ring_bytes(pl, i, Hkv, D, true));
+    } else {
+      const CpPlacement pl = hdp_placement(p, int32_t(q));
+      for (int i = 0; i < parts; i++) {
+        const CpHaloPlan hp = cp_halo_plan(pl, i, cfg.window);
+        b += double(cp_halo_bytes(hp, Hkv, D) + cp_halo_bytes(hp, Hkv, D, true));
+      }
+    }
+  }
+  return b * cfg.num_hidden_layers;
+}
+
+void test_exact(Comm& c, const std::string& sched, const std::string& attn) {
+  const int P = c.size();
+  const Config cfg = attn_config(attn);
+  const RingRule rule = ring_rule(cfg);
+  const Backend& be = backend_get("cpu");
+  HdpOptions o;
+  o.train.config = cfg;
+  o.capacity = 32;
+  o.scheduler = scheduler_from_string(sched);
+  const HdpPlanner planner = hdp_planner(o, P);
+  // Length 80 over C = 32 spans 3 ranks; 40 spans 2; the rest are packed.
+  const std::vector<std::vector<int64_t>> steps = {
+      {80, 20, 9, 30, 12, 7, 25, 16, 5, 40, 3, 11},
+      {14, 80, 6, 22, 31, 9, 17, 2, 40, 8, 13},
+      {5, 27, 80, 18, 10, 40, 21, 4, 12, 6}};
+
+  Model ref(cfg, be), hdp(cfg, be), hz(cfg, be);
+  param_init(ref.params.data(), ref.layout, cfg, 99);
+  hdp.params = ref.params;
+  hz.params = ref.params;
+  AdamW opt_ref;
+  HdpTrainer tr(c, hdp, AdamW{}, false), trz(c, hz, AdamW{}, true);
+  const float lr = 1e-3f, clip = 0.5f;
+  bool span3 = false, packed = false, uneven = false, ring3 = false;
+  for (size_t s = 0; s < steps.size(); s++) {
+    const auto docs = random_docs(steps[s], cfg.vocab_size, 100 + s);
+    const Plan p = planner(steps[s]);
+    for (const SeqPlan& sp : p.seqs) {
+      span3 |= sp.ranks.size() == 3;
+      ring3 |= sp.ranks.size() >= 3 && rule.ring(sp);
+    }
+    for (const RankPlan& rp : p.ranks) {
+      uneven |= rp.micro_batches.size() != p.ranks[0].micro_batches.size();
+      for (const MicroBatch& mb : rp.micro_batches) packed |= mb.slices.size() > 1;
+    }
+    // One process, whole batch.
+    const Packed b = pack(docs);
+    std::fill(ref.grads.begin(), ref.grads.end(), 0.0f);
+    int64_t n = 0;
+    ref.reserve(int(b.tokens.size()));
+    model_forward(ref, b.view(), &n);  // counts the targets
+    const double loss_ref = model_forward(ref, b.view(), &n, 1.0f / float(n)) / double(n);
+    model_backward(ref, b.view());
+    const double norm = grad_norm(ref.grads.data(), ref.grads.size());
+    grad_clip(ref.grads.data(), ref.grads.size(), norm, clip);
+    adamw_step(be, opt_ref, ref.params.data(), ref.grads.data(), ref.layout, lr);
+
+    const HdpStepData d = step_data(p, docs, c.rank(), cfg);
+    const HdpStepResult r = tr.step(d, lr, clip), rz = trz.step(d, lr, clip);
+    const double e = rel_err(hdp.params.data(), ref.params.data(), ref.params.size());
+    // Step 0 starts from the same parameters: its summed, clipped gradients must agree (later
+    // steps' parameters carry fp32 differences that AdamW amplifies where a gradient is near 0).
+    const double ge = rel_err(hdp.grads.data(), ref.grads.data(), ref.grads.size());
+    if (s == 0 && !(ge < 1e-5)) mismatch(c, fmt::format("{} step 0: gradient rel err {:.3g}", sched, ge));
+    if (!(e < 1e-5)) mismatch(c, fmt::format("{} step {}: params rel err {:.3g}", sched, s, e));
+    if (std::fabs(r.loss - loss_ref) > 1e-5 * std::fabs(loss_ref))
+      mismatch(c, fmt::format("{} step {}: loss {} vs one process {}", sched, s, r.loss, loss_ref));
+    if (std::fabs(r.grad_norm - norm) > 1e-5 * norm)
+      mismatch(c, fmt::format("{} step {}: grad norm {} vs {}", sched, s, r.grad_norm, norm));
+    if (std::memcmp(hz.params.data(), hdp.params.data(), hdp.params.size() * sizeof(float)) != 0 ||
+        rz.loss != r.loss)
+      mismatch(c, fmt::format("{} step {}: ZeRO-1 differs from plain all-reduce", sched, s));
+    // The bytes say which exchange ran: ring parts send whole K/V slices, halo parts w−1 rows.
+    if (double(r.cp_bytes) != cp_bytes_of(p, cfg))
+      mismatch(c, fmt::format("{} step {}: sent {} context-parallel bytes, expected {}", sched, s,
+                              r.cp_bytes, cp_bytes_of(p, cfg)));
+    if (c.rank() == 0)
+      std::printf("%s %s step %zu: loss %.6f (1 process %.6f), gradient rel err %.2e, param rel "
+                  "err %.2e, cp %lld B\n", sched.c_str(), attn.c_str(), s, r.loss, loss_ref, ge, e,
+                  (long long)r.cp_bytes);
+  }
+  if (!span3) mismatch(c, sched + ": no sequence spans 3 ranks (test data too easy)");
+  if (attn == "full" && !ring3) mismatch(c, sched + ": no ring sequence over ≥ 3 ranks");
+  if (sched != "static" && !packed) mismatch(c, sched + ": no packed micro-batch");
+  if (sched == "balance" && !uneven) mismatch(c, "balance: every rank ran as many micro-batches");
+  std::vector<float> m1, v1, m2, v2;
+  tr.gather_moments(m1, v1);
+  trz.gather_moments(m2, v2);
+  if (m1 != m2 || v1 != v2) mismatch(c, sched + ": gathered ZeRO-1 moments differ");
+}
+
+// ---- remote loader == local reads -------------------------------------------------------------
+
+void test_remote(Comm& c) {
+  const std::string dir = std::string(LONGCTX_BINARY_DIR) + "/mpi_hdp_remote";
+  if (c.rank() == 0) {
+    fs::remove_all(dir);
+    fs::create_directories(dir + "/data");
+    Rng rng(5, 0);
+    std::vector<int64_t> len;
+    for (int i = 0; i < 40; i++) len.push_back(1 + int64_t(rng.below(i % 7 == 0 ? 90 : 30)));
+    shard_write(dir + "/data/train.bin", 96, random_docs(len, 96, 6));
+  }
+  c.barrier();
+  auto run = [&](bool remote, bool zero1, const std::string& out, const std::string& attn = "swat") {
+    HdpOptions o;
+    o.train.data_dir = dir + "/data";
+    o.train.out_dir = dir + "/" + out;
+    o.train.config = attn_config(attn);
+    o.train.steps = 4;
+    o.train.warmup = 1;
+    o.train.lr = 1e-2f;
+    o.train.quiet = true;
+    o.capacity = 24;
+    o.step_tokens = 150;
+    o.max_len = 60;
+    o.remote_loader = remote;
+    o.zero1 = zero1;
+    return hdp_train(c, o);
+  };
+  const TrainResult a = run(false, false, "local"), b = run(true, false, "remote"),
+                    z = run(true, true, "remote_zero1");
+  if (a.losses != b.losses) mismatch(c, "remote loader: losses differ from local reads");
+  if (a.losses != z.losses) mismatch(c, "remote loader + ZeRO-1: losses differ");
+  // Full attention: ring sequences read as zig-zag chunks, by every rank or sent by rank 0.
+  if (run(false, false, "local_full", "full").losses != run(true, false, "remote_full", "full").losses)
+    mismatch(c, "remote loader, full attention: losses differ from local reads");
+  if (c.rank() == 0) {
+    const LoadedModel la = checkpoint_load(dir + "/local/checkpoint"),
+                      lb = checkpoint_load(dir + "/remote/checkpoint"),
+                      lz = checkpoint_load(dir + "/remote_zero1/checkpoint");
+    if (la.params != lb.params || la.params != lz.params) mismatch(c, "remote loader: parameters differ");
+    const TrainState sa = train_state_load(dir + "/local/checkpoint", la.params.size()),
+                     sz = train_state_load(dir + "/remote_zero1/checkpoint", la.params.size());
+    if (sa.m != sz.m || sa.v != sz.v) mismatch(c, "ZeRO-1 checkpoint: AdamW moments differ");
+    if (sa.meta["hdp_data"] != sz.meta["hdp_data"]) mismatch(c, "remote loader: data cursor differs");
+    std::printf("remote: %zu steps, final loss %.6f (local) %.6f (remote) %.6f (remote+zero1)\n",
+                a.losses.size(), a.losses.back(), b.losses.back(), z.losses.back());
+  }
+}
+
+// ---- bad input --------------------------------------------------------------------------------
+
+void expect_error_msg(Comm& c, const std::string& what, const std::function<void()>& f, const std::string& part) {
+  try {
+    f();
+    mismatch(c, what + ": no error");
+  } catch (const Error& e) {
+    if (std::string(e.what()).find(part) == std::string::npos)
+      mismatch(c, fmt::format("{}: error '{}' lacks '{}'", what, e.what(), part));
+  }
+}
+
+void test_bad(Comm& c) {
+  HdpOptions o;
+  o.train.config = attn_config("swat");
+  o.capacity = 16;
+  const HdpPlanner planner = hdp_planner(o, c.size());
+  expect_error_msg(c, "too long", [&] { planner({16 * int64_t(c.size()) + 1}); },
+               fmt::format("needs {} ranks", c.size() + 1));
+  // Two shared sequences met in opposite orders by ranks 0 and 1: a deadlock.
+  Plan p;
+  p.ranks.resize(2);
+  p.seqs = {{10, {0, 1}, 0}, {10, {0, 1}, 0}};
+  p.ranks[0].micro_batches = {{{{0, 0, 5}}, 5, 0}, {{{1, 0, 5}}, 5, 0}};
+  p.ranks[1].micro_batches = {{{{1, 5, 10}}, 5, 0}, {{{0, 5, 10}}, 5, 0}};
+  expect_error_msg(c, "cycle", [&] { hdp_check_order(p, 2); }, "conflicting orders");
+  std::swap(p.ranks[1].micro_batches[0], p.ranks[1].micro_batches[1]);
+  hdp_check_order(p, 2);  // consistent now
+  // Rank 0 runs sequences 0 and 1 in one micro-batch (both forwards before either backward),
+  // rank 1 one after the other: rank 0 waits in sequence 1's forward while rank 1 waits in
+  // sequence 0's backward.
+  p.ranks[0].micro_batches = {{{{0, 0, 5}, {1, 0, 5}}, 10, 0}};
+  expect_error_msg(c, "grouped", [&] { hdp_check_order(p, 1); }, "conflicting orders");
+  // A ring sequence over ranks 0, 1, 2 and a sequence over ranks 0 and 2, met in opposite orders
+  // by ranks 0 and 2. Halo slices of the first would never make ranks 0 and 2 talk, but its ring
+  // does (2 → 0 closes the ring): an exchange involves every rank of its sequence.
+  Plan q;
+  q.ranks.resize(3);
+  q.seqs = {{12, {0, 1, 2}, 0}, {10, {0, 2}, 0}};
+  q.ranks[0].micro_batches = {{{{0, 0, 4}}, 4, 0}, {{{1, 0, 5}}, 5, 0}};
+  q.ranks[1].micro_batches = {{{{0, 4, 8}}, 4, 0}};
+  q.ranks[2].micro_batches = {{{{1, 5, 10}}, 5, 0}, {{{0, 8, 12}}, 4, 0}};
+  expect_error_msg(c, "ring", [&] { hdp_check_order(q, 2); }, "conflicting orders");
+}
+
+// ---- a rank dies mid-step ---------------------------------------------------------------------
+
+void test_die(Comm& c) {
+  const Config cfg = attn_config("swat");
+  const Backend& be = backend_get("cpu");
+  HdpOptions o;
+  o.train.config = cfg;
+  o.capacity = 32;
+  const std::vector<int64_t> len = {80, 20, 9, 30, 12};
+  const Plan p = hdp_planner(o, c.size())(len);
+  Model m(cfg, be);
+  param_init(m.params.data(), m.layout, cfg, 1);
+  HdpTrainer tr(c, m, AdamW{}, false);
+  const auto docs = random_docs(len, cfg.vocab_size, 3);
+  tr.step(step_data(p, docs, c.rank(), cfg), 1e-3f, 1.0f);
+  if (c.rank() == 1) raise(SIGKILL);  // the others are inside the next step, waiting for it
+  tr.step(step_data(p, docs, c.rank(), cfg), 1e-3f, 1.0f);
+  mismatch(c, "step finished without rank 1");
+}
+
+// n_docs documents: every fifth up to `longest` tokens, the others up to longest / 4.
+void mkdata(const std::string& dir, int n_docs, int64_t longest) {
+  fs::create_directories(dir);
+  Rng rng(11, 0);
+  std::vector<int64_t> len;
+  for (int i = 0; i < n_docs; i++) len.push_back(1 + int64_t(rng.below(uint64_t(i % 5 == 0 ? longest : longest / 4))));
+  shard_write(dir + "/train.bin", 128, random_docs(len, 128, 12));
+}
+
+// ---- bytes: halo (SWAT) vs ring (full attention) on one step's placement ------------------------
+
+bool same_placement(const Plan& a, const Plan& b) {
+  if (a.seqs.size() != b.seqs.size() || a.ranks.size() != b.ranks.size()) return false;
+  for (size_t q = 0; q < a.seqs.size(); q++)
+    if (a.seqs[q].ranks != b.seqs[q].ranks) return false;
+  for (size_t r = 0; r < a.ranks.size(); r++) {
+    const auto &x = a.ranks[r].micro_batches, &y = b.ranks[r].micro_batches;
+    if (x.size() != y.size()) return false;
+    for (size_t i = 0; i < x.size(); i++) {
+      if (x[i].slices.size() != y[i].slices.size()) return false;
+      for (size_t j = 0; j < x[i].slices.size(); j++) {
+        const Slice &u = x[i].slices[j], &v = y[i].slices[j];
+        if (u.seq != v.seq || u.begin != v.begin || u.end != v.end) return false;
+      }
+    }
+  }
+  return true;
+}
+
+// One hdp_train step of a `small`-like model on a batch with one long document over all ranks, a
+// shorter one over 2 and packed ones, on ONE placement: as SWAT (window 256: halo exchange) and as
+// a full-attention softmax model (window ≥ every sequence: ring attention, zig-zag). Per model:
+// bytes measured by Comm::stats, the exact count of the exchange (cp_halo_bytes / ring_bytes, must
+// equal it) and the planner's cost model (cp_comm_raw through Plan::comm_s, on a link whose time
+// is bytes / 1e15 s so that the placement does not change). JSON lines on stdout.
+void bench_bytes(Comm& c, int64_t capacity) {
+  const int P = c.size();
+  Config swat = tiny_config();
+  swat.hidden_size = 256;
+  swat.num_attention_heads = swat.num_key_value_heads = 4;
+  swat.intermediate_size = 512;
+  swat.window = 256;
+  Config full = swat;
+  full.attention = AttnKind::softmax;
+  full.alibi = Alibi::none;
+  full.window = 1 << 20;
+  HdpOptions o;
+  o.train.config = swat;
+  o.capacity = capacity;
+  const double kv = 2.0 * swat.num_key_value_heads * swat.head_dim() * sizeof(float);  // K+V
+  const double bw = 1e15;
+  const int64_t C = capacity;
+  for (int64_t S : {C * P, C * 3 / 4 * P + 1}) {
+    const std::vector<int64_t> len = {S, C * 3 / 2, C / 3, C / 7, C * 3 / 4, C / 23, C};
+    const Plan p = hdp_planner(o, P)(len);
+    const auto docs = random_docs(len, swat.vocab_size, 4);
+    double measured[2], exact[2], model[2];
+    for (int k = 0; k < 2; k++) {
+      const Config& cfg = k ? full : swat;
+      Model m(cfg, backend_get("cpu"));
+      param_init(m.params.data(), m.layout, cfg, 1);
+      HdpTrainer tr(c, m, AdamW{}, false);
+      measured[k] = double(tr.step(step_data(p, docs, c.rank(), cfg), 1e-3f, 1.0f).cp_bytes);
+      exact[k] = cp_bytes_of(p, cfg);
+      if (measured[k] != exact[k])
+        mismatch(c, fmt::format("bytes ({}): measured {} B, exchange's count {} B",
+                                k ? "ring" : "halo", measured[k], exact[k]));
+      PlanOptions po;
+      po.ranks = P;
+      po.capacity = o.capacity;
+      po.layers = cfg.num_hidden_layers;
+      po.cost.beta1 = 1e-6;  // as hdp_planner: T(s) ∝ s, Act(s) ∝ s
+      po.cost.alpha2 = 1;
+      po.kv_bytes_per_token = kv;
+      po.window = k ? 0 : cfg.window;
+      po.link_intra = {0.0, bw};
+      po.ranks_per_node = P;
+      const Plan pm = plan_make(Scheduler::balance_dp, len, po);
+      if (!same_placement(pm, p)) mismatch(c, "bytes: the cost model's plan has another placement");
+      model[k] = pm.comm_s * bw;
+    }
+    if (c.rank() == 0)
+      std::printf("{\"bench\":\"hdp_cp_bytes\",\"ranks\":%d,\"capacity\":%lld,\"long_seq\":%lld,\"seq_ranks\":[%zu,%zu],"
+                  "\"swat_window\":%d,\"layers\":%d,\"kv_bytes_per_token_layer\":%.0f,"
+                  "\"halo_measured\":%.0f,\"halo_exact\":%.0f,\"halo_cost_model\":%.0f,"
+                  "\"ring_measured\":%.0f,\"ring_exact\":%.0f,\"ring_cost_model\":%.0f,"
+                  "\"ring_over_halo\":%.1f}\n",
+                  P, (long long)C, (long long)S, p.seqs[0].ranks.size(), p.seqs[1].ranks.size(), swat.window,
+                  swat.num_hidden_layers, kv, measured[0], exact[0], model[0], measured[1], exact[1],
+                  model[1], measured[1] / measured[0]);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string mode = argc > 1 ? argv[1] : "";
+  if (mode == "mkdata") {  // no MPI
+    try {
+      mkdata(argc > 2 ? argv[2] : ".", argc > 3 ? std::stoi(argv[3]) : 60,
+             argc > 4 ? std::stoll(argv[4]) : 150);
+    } catch (const Error& e) {
+      std::fprintf(stderr, "mpi_hdp_test: %s\n", e.what());
+      return 1;
+    }
+    return 0;
+  }
+  return mpi_mode_main(
+      "mpi_hdp_test", argc, argv, 20,
+      "mpirun -np N mpi_hdp_test exact SCHED [swat|softmax|full]|remote|bad|die|bytes [C], or "
+      "mpi_hdp_test mkdata DIR [DOCS LONGEST]",
+      [](Comm& c, const std::vector<std::string>& args) {
+        const std::string mode = args.empty() ? "" : args[0];
+        if (mode == "exact" && args.size() > 1) test_exact(c, args[1], args.size() > 2 ? args[2] : "swat");
+        else if (mode == "remote") test_remote(c);
+        else if (mode == "bad") test_bad(c);
+        else if (mode == "die") test_die(c);
+        else if (mode == "bytes") bench_bytes(c, args.size() > 1 ? std::stoll(args[1]) : 1024);
+        else return false;
+        return true;
+      });
+}

