@@ -616,7 +616,8 @@ TEST(RepsBrown, SynthOnRealProse) {
 // ---------------------------------------------------------------- CLI
 
 TEST(RepsCli, HelpForEverySubcommand) {
-  for (const char* c : {"reps", "reps synth", "reps filter", "reps score", "reps stats"}) {
+  for (const char* c : {"reps", "reps synth", "reps sample", "reps filter", "reps judge", "reps sft", "reps score",
+                        "reps stats", "eval"}) {
     CliRun r = run_cli(std::string(c) + " --help");
     EXPECT_EQ(r.code, 0) << c << "\n" << r.out;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << r.out;

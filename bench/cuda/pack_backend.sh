@@ -7,6 +7,9 @@ build=${1:?usage: pack_backend.sh BUILD_DIR}
 mkdir -p .devlibs
 grep -qxF "/.devlibs/" .git/info/exclude || echo "/.devlibs/" >> .git/info/exclude
 cp "$build/longctx" "$build/tests/test_cuda_ops" .devlibs/
+for t in test_offload nccl_comm_test; do  # issue 8's call (run_offload.sh), where built
+  [[ -f "$build/tests/$t" ]] && cp "$build/tests/$t" .devlibs/
+done
 for lib in libcpp-httplib.so.0.11 libfmt.so.9 libsentencepiece.so.0 libsentencepiece_train.so.0 \
            libbrotlidec.so.1 libbrotlienc.so.1 libbrotlicommon.so.1; do
   cp -L "/lib/x86_64-linux-gnu/$lib" .devlibs/

@@ -27,6 +27,7 @@ struct BenchTrainOpts {
   std::string attention;  // override: swat | softmax
   int window = 0;         // override (0: the preset's)
   bool recompute = false; // per-layer activation recompute (Model::recompute)
+  double offload = 0;     // activation offloading ratio r (Model::offload)
   int batch = 1, S = 1024, steps = 5, warmup = 1;
 };
 // Times full training steps (forward, backward, AdamW) on random tokens; returns
@@ -43,6 +44,7 @@ namespace longctx {
 struct BenchProfileOpts {
   std::string backend = "cpu";
   std::string preset = "tiny";
+  int window = 0;  // override (0: the preset's)
   std::vector<int> lengths = {256, 512, 1024, 2048, 4096};
   int repeats = 3;
   std::string out;  // also write the JSON here (the planner/simulator read it with --cost)
@@ -50,6 +52,15 @@ struct BenchProfileOpts {
 // Per-layer forward+backward time and activation bytes over sequence lengths, measured as the
 // difference between a 1-layer and a 3-layer copy of the preset (so embedding/head cancel), and the
 // least-squares fits T(s) = α1 s² + β1 s + γ, Act(s) = α2 s + β2 (ByteScale §5.2).
+// Also the pinned host↔device copy bandwidths of the offload streams, "d2h_bytes_per_s" and
+// "h2d_bytes_per_s".
 nlohmann::json bench_profile(const BenchProfileOpts& o);  // bench_profile.cpp
+
+// The offloading ratio r of `--offload off|auto|r` (train, bench train). auto: Eq. 3's r
+// (offload_ratio_auto) for sequences of S tokens from the profile JSON `cost_path` written by
+// bench_profile (T(s), Act(s), bandwidths); with recompute only each layer's input (S·hidden
+// floats) is saved, so that is Act(s).
+double offload_from_flag(const std::string& flag, const std::string& cost_path, int S, int hidden,
+                         bool recompute);
 
 }  // namespace longctx

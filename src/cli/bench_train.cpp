@@ -56,6 +56,7 @@ nlohmann::json bench_train(const BenchTrainOpts& o) {
   m.params.upload(init.data(), init.size());
   const int T = o.batch * o.S;
   m.recompute = o.recompute;
+  m.offload = o.offload;
   m.reserve(T);
   const Batch batch = random_batch(o.batch, o.S, c.vocab_size, 3);
   const TokenBatch b = batch_view(batch);
@@ -92,6 +93,8 @@ nlohmann::json bench_train(const BenchTrainOpts& o) {
           {"batch", o.batch},
           {"S", o.S},
           {"recompute", o.recompute},
+          {"offload", o.offload},
+          {"offload_host_mb", double(m.offload_host_bytes()) / 1048576.0},
           {"params", m.layout.total},
           {"step_ms", step_s * 1e3},
           {"tokens_per_s", tps},

@@ -4,6 +4,7 @@
 
 #include "cli/bench.h"
 #include "cli/commands.h"
+#include "model/config.h"
 
 namespace longctx {
 
@@ -36,15 +37,24 @@ void register_bench(CLI::App& app) {
   tr->add_option("--attention", to->attention, "Override attention kind: swat | softmax");
   tr->add_option("--window,-w", to->window, "Override the attention window (0: the preset's)");
   tr->add_flag("--recompute", to->recompute, "Recompute each layer's activations in backward");
+  auto offload = std::make_shared<std::string>("off");
+  auto cost = std::make_shared<std::string>();
+  tr->add_option("--offload", *offload, "Activation offloading: off | auto | ratio r in [0,1]")->capture_default_str();
+  tr->add_option("--offload-cost", *cost, "Profile JSON (bench profile) for --offload auto");
   tr->add_option("--batch", to->batch, "Sequences per step")->capture_default_str();
   tr->add_option("--seq,-S", to->S, "Sequence length")->capture_default_str();
   tr->add_option("--steps", to->steps, "Timed steps (median)")->capture_default_str();
-  tr->callback([to] { fmt::print("{}\n", bench_train(*to).dump()); });
+  tr->callback([to, offload, cost] {
+    to->offload = offload_from_flag(*offload, *cost, to->S, config_preset(to->preset).hidden_size,
+                                    to->recompute);
+    fmt::print("{}\n", bench_train(*to).dump());
+  });
 
-  auto* pr = cmd->add_subcommand("profile", "Profile per-layer time and activation bytes vs sequence length; fit the HDP cost model");
+  auto* pr = cmd->add_subcommand("profile", "Profile per-layer time and activation bytes vs sequence length (fit the HDP cost model) and pinned host<->device bandwidth (offloading)");
   auto po = std::make_shared<BenchProfileOpts>();
   pr->add_option("--device", po->backend, "Backend: cpu | cpu_ref | cuda")->capture_default_str();
   pr->add_option("--preset", po->preset, "Model preset")->capture_default_str();
+  pr->add_option("--window,-w", po->window, "Override the attention window (0: the preset's)");
   pr->add_option("--lengths", po->lengths, "Sequence lengths to measure (comma-separated)")
       ->delimiter(',')
       ->capture_default_str();

@@ -2,6 +2,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "cli/bench.h"
 #include "cli/commands.h"
 #include "core/error.h"
 #include "train/trainer.h"
@@ -45,6 +46,11 @@ void register_train(CLI::App& app) {
   cmd->add_flag("--skip-nonfinite", o->skip_nonfinite, "Skip steps with a non-finite loss or gradient");
   cmd->add_flag("--quiet", o->quiet, "No progress output");
   cmd->add_flag("--recompute", o->recompute, "Recompute each layer's activations in backward (less memory)");
+  auto offload = std::make_shared<std::string>("off");
+  auto offload_cost = std::make_shared<std::string>();
+  cmd->add_option("--offload", *offload, "Activation offloading to pinned host memory: off | auto | ratio r in [0,1]")
+      ->capture_default_str();
+  cmd->add_option("--offload-cost", *offload_cost, "Profile JSON (`bench profile`) for --offload auto");
   const auto hdp = add_train_hdp(cmd);  // --hdp …: cmd_train_hdp.cpp
   cmd->callback([=] {
     Config c = config_path->empty() ? config_preset(*preset) : config_from_file(*config_path);
@@ -61,6 +67,7 @@ void register_train(CLI::App& app) {
       }
     }
     o->config = c;
+    o->offload = offload_from_flag(*offload, *offload_cost, o->seq, c.hidden_size, o->recompute);
     if (hdp(*o)) return;
     TrainResult r = train(*o);
     fmt::print("trained {} steps, {:.0f} tokens/s{}\n", r.steps_done, r.tokens_per_s,

@@ -5,6 +5,9 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "dist/hdp_train.h"
+#ifdef LONGCTX_HAVE_NCCL
+#include "dist/comm_nccl.h"  // comm_nccl_init
+#endif
 
 namespace longctx {
 
@@ -34,12 +37,23 @@ std::function<bool(const TrainOptions&)> add_train_hdp(CLI::App* cmd) {
     o->train = t;
     o->scheduler = scheduler_from_string(*scheduler);
 #ifdef LONGCTX_HAVE_MPI
-    std::unique_ptr<Comm> comm = comm_mpi_init(nullptr, nullptr, *timeout);
+    std::unique_ptr<Comm> mpi = comm_mpi_init(nullptr, nullptr, *timeout);
+    std::unique_ptr<Comm> nccl;  // GPU ranks: one device each; destroyed before MPI
+    Comm* comm = mpi.get();
     try {
-      const TrainResult r = hdp_train(*comm, *o);
+      if (backend_get(t.backend.c_str()).device) {
+#ifdef LONGCTX_HAVE_NCCL
+        nccl = comm_nccl_init(*mpi, *timeout);  // selects this rank's GPU before any allocation
+        comm = nccl.get();
+#else
+        fail("--hdp --device {}: this longctx was built without NCCL (the GPU communicator); "
+             "rebuild with CUDA, MPI and NCCL, or use --device cpu", t.backend);
+#endif
+      }
+      const TrainResult r = hdp_train(*comm, *o, mpi.get());
       if (comm->rank() == 0)
-        fmt::print("trained {} steps on {} ranks (HDP, {}), {:.0f} tokens/s\n", r.steps_done,
-                   comm->size(), *scheduler, r.tokens_per_s);
+        fmt::print("trained {} steps on {} ranks (HDP, {}, {}), {:.0f} tokens/s\n", r.steps_done,
+                   comm->size(), *scheduler, comm->name(), r.tokens_per_s);
     } catch (const std::exception& e) {  // one rank's error ends every rank, not a hang
       comm->abort(fmt::format("error: {}", e.what()));
     }

@@ -21,23 +21,42 @@ int64_t halo_begin_of(const CpPlacement& p, int64_t b, int64_t e, int window) {
   return std::max(b - (window - 1), doc_start(p.cu_seqlens, b));
 }
 
-// Copies rows [b, e) of the part starting at `base` from K and V (kvd floats a row) into msg:
-// K rows, then V rows.
-void pack(float* msg, const float* k, const float* v, int64_t base, int64_t b, int64_t e,
-          size_t kvd) {
-  const size_t n = size_t(e - b) * kvd;
-  std::copy(k + size_t(b - base) * kvd, k + size_t(b - base) * kvd + n, msg);
-  std::copy(v + size_t(b - base) * kvd, v + size_t(b - base) * kvd + n, msg + n);
+// The first n elements of b, in be's memory: reallocated only when b is smaller (or elsewhere).
+template <class T>
+T* fit(Buffer<T>& b, const Backend& be, size_t n) {
+  if (b.size() < n || b.backend() != &be) b = Buffer<T>(be, n);
+  return b.data();
 }
 
-AttnShape local_shape(const CpAttnArgs& a, const CpHaloPlan& hp) {
+// dst ← src, n floats of be's memory.
+void copy_floats(const Backend& be, float* dst, const float* src, size_t n) {
+  if (n) be.copy(dst, src, n * sizeof(float), Copy::within);
+}
+
+// Floats of the messages of `pieces` (K rows then V rows each, kvd floats a row).
+size_t msg_floats(const std::vector<CpPiece>& pieces, size_t kvd) {
+  size_t n = 0;
+  for (const CpPiece& c : pieces) n += size_t(c.end - c.begin) * 2 * kvd;
+  return n;
+}
+
+// Copies rows [b, e) of the part starting at `base` from K and V into msg: K rows, then V rows.
+void pack(const Backend& be, float* msg, const float* k, const float* v, int64_t base, int64_t b,
+          int64_t e, size_t kvd) {
+  const size_t n = size_t(e - b) * kvd, at = size_t(b - base) * kvd;
+  copy_floats(be, msg, k + at, n);
+  copy_floats(be, msg + n, v + at, n);
+}
+
+AttnShape local_shape(const CpAttnArgs& a, const CpAttnState& st) {
+  const CpHaloPlan& hp = st.plan;
   AttnShape s;
   s.T = hp.halo_rows() + hp.own_rows();
   s.H = a.H;
   s.Hkv = a.Hkv;
   s.D = a.D;
   s.window = a.window;
-  s.cu_seqlens = hp.cu_local.data();
+  s.cu_seqlens = st.cu_local.data();
   s.n_docs = int(hp.cu_local.size()) - 1;
   s.slopes = a.slopes;
   s.bias = a.softmax ? 0.0f : a.bias;
@@ -45,19 +64,25 @@ AttnShape local_shape(const CpAttnArgs& a, const CpHaloPlan& hp) {
   return s;
 }
 
+// [halo rows; own rows] of width `width` into dst: the halo part from `halo` (zeros when null),
+// the own part from `own`.
+float* stack(const Backend& be, Buffer<float>& dst, const float* halo, const float* own, size_t h,
+             size_t T, size_t width) {
+  float* d = fit(dst, be, (h + T) * width);
+  if (halo) copy_floats(be, d, halo, h * width);
+  else if (h) be.zero(d, h * width);
+  copy_floats(be, d + h * width, own, T * width);
+  return d;
+}
+
 // scr.q/k/v = [halo + own] rows: q of halo rows is 0 (their outputs are discarded).
-void build_local(CpScratch& scr, const CpAttnState& st, const CpAttnArgs& a, const float* q,
-                 const float* k, const float* v) {
+void build_local(const Backend& be, CpScratch& scr, const CpAttnState& st, const CpAttnArgs& a,
+                 const float* q, const float* k, const float* v) {
   const size_t h = size_t(st.plan.halo_rows()), T = size_t(st.plan.own_rows());
   const size_t qd = size_t(a.H) * a.D, kvd = size_t(a.Hkv) * a.D;
-  scr.q.assign((h + T) * qd, 0.0f);
-  std::copy(q, q + T * qd, scr.q.begin() + long(h * qd));
-  scr.k.resize((h + T) * kvd);
-  scr.v.resize((h + T) * kvd);
-  std::copy(st.k_halo.begin(), st.k_halo.end(), scr.k.begin());
-  std::copy(st.v_halo.begin(), st.v_halo.end(), scr.v.begin());
-  std::copy(k, k + T * kvd, scr.k.begin() + long(h * kvd));
-  std::copy(v, v + T * kvd, scr.v.begin() + long(h * kvd));
+  stack(be, scr.q, nullptr, q, h, T, qd);
+  stack(be, scr.k, st.k_halo.data(), k, h, T, kvd);
+  stack(be, scr.v, st.v_halo.data(), v, h, T, kvd);
 }
 
 void check_args(const Comm& comm, const CpPlacement& p, const CpAttnArgs& a, int part) {
@@ -134,43 +159,54 @@ void cp_attention_forward(Comm& comm, const Backend& be, const CpPlacement& p, i
   const size_t h = size_t(hp.halo_rows()), T = size_t(hp.own_rows());
 
   // Receive the halo (K rows then V rows per piece); send the rows later parts need.
-  std::vector<std::vector<float>> rbuf(hp.recv.size()), sbuf(hp.send.size());
-  std::vector<CommRequest> reqs;
-  for (size_t i = 0; i < hp.recv.size(); i++) {
-    const CpPiece& r = hp.recv[i];
-    rbuf[i].resize(size_t(r.end - r.begin) * 2 * kvd);
-    reqs.push_back(comm.irecv(rbuf[i].data(), rbuf[i].size(), p.ranks[size_t(r.part)], a.tag));
+  float* rmsg = fit(scr.recv, be, msg_floats(hp.recv, kvd));
+  float* smsg = fit(scr.send, be, msg_floats(hp.send, kvd));
+  size_t at = 0;
+  for (const CpPiece& s : hp.send) {
+    pack(be, smsg + at, k, v, hp.own_begin, s.begin, s.end, kvd);
+    at += size_t(s.end - s.begin) * 2 * kvd;
   }
-  for (size_t i = 0; i < hp.send.size(); i++) {
-    const CpPiece& s = hp.send[i];
-    sbuf[i].resize(size_t(s.end - s.begin) * 2 * kvd);
-    pack(sbuf[i].data(), k, v, hp.own_begin, s.begin, s.end, kvd);
-    reqs.push_back(comm.isend(sbuf[i].data(), sbuf[i].size(), p.ranks[size_t(s.part)], a.tag));
+  be.sync();  // the messages are complete before the communicator reads them
+  std::vector<CommRequest> reqs;
+  at = 0;
+  for (const CpPiece& r : hp.recv) {
+    const size_t n = size_t(r.end - r.begin) * 2 * kvd;
+    reqs.push_back(comm.irecv(rmsg + at, n, p.ranks[size_t(r.part)], a.tag));
+    at += n;
+  }
+  at = 0;
+  for (const CpPiece& s : hp.send) {
+    const size_t n = size_t(s.end - s.begin) * 2 * kvd;
+    reqs.push_back(comm.isend(smsg + at, n, p.ranks[size_t(s.part)], a.tag));
+    at += n;
   }
   comm.wait_all(reqs);
-  st.k_halo.resize(h * kvd);
-  st.v_halo.resize(h * kvd);
-  for (size_t i = 0; i < hp.recv.size(); i++) {
-    const CpPiece& r = hp.recv[i];
-    const size_t n = size_t(r.end - r.begin) * kvd, at = size_t(r.begin - hp.halo_begin) * kvd;
-    std::copy(rbuf[i].begin(), rbuf[i].begin() + long(n), st.k_halo.begin() + long(at));
-    std::copy(rbuf[i].begin() + long(n), rbuf[i].end(), st.v_halo.begin() + long(at));
+  float* kh = fit(st.k_halo, be, h * kvd);
+  float* vh = fit(st.v_halo, be, h * kvd);
+  at = 0;
+  for (const CpPiece& r : hp.recv) {
+    const size_t n = size_t(r.end - r.begin) * kvd, to = size_t(r.begin - hp.halo_begin) * kvd;
+    copy_floats(be, kh + to, rmsg + at, n);
+    copy_floats(be, vh + to, rmsg + at + n, n);
+    at += 2 * n;
   }
+  fit(st.cu_local, be, hp.cu_local.size());
+  st.cu_local.upload(hp.cu_local.data(), hp.cu_local.size());
   if (T == 0) return;
 
-  build_local(scr, st, a, q, k, v);
-  const AttnShape s = local_shape(a, hp);
-  scr.out.resize((h + T) * qd);
+  build_local(be, scr, st, a, q, k, v);
+  const AttnShape s = local_shape(a, st);
+  float* o = fit(scr.out, be, (h + T) * qd);
   if (a.softmax) {
-    scr.lse.resize((h + T) * size_t(a.H));
-    be.softmax_attn_forward(scr.out.data(), scr.lse.data(), scr.q.data(), scr.k.data(),
-                            scr.v.data(), s);
-    std::copy(scr.lse.begin() + long(h * a.H), scr.lse.end(), lse);
-    st.lse_halo.assign(scr.lse.begin(), scr.lse.begin() + long(h * a.H));
+    const size_t H = size_t(a.H);
+    float* l = fit(scr.lse, be, (h + T) * H);
+    be.softmax_attn_forward(o, l, scr.q.data(), scr.k.data(), scr.v.data(), s);
+    copy_floats(be, lse, l + h * H, T * H);
+    copy_floats(be, fit(st.lse_halo, be, h * H), l, h * H);
   } else {
-    be.swat_forward(scr.out.data(), scr.q.data(), scr.k.data(), scr.v.data(), s);
+    be.swat_forward(o, scr.q.data(), scr.k.data(), scr.v.data(), s);
   }
-  std::copy(scr.out.begin() + long(h * qd), scr.out.end(), out);
+  copy_floats(be, out, o + h * qd, T * qd);
 }
 
 void cp_attention_backward(Comm& comm, const Backend& be, const CpPlacement& p,
@@ -183,57 +219,60 @@ void cp_attention_backward(Comm& comm, const Backend& be, const CpPlacement& p,
   const size_t h = size_t(hp.halo_rows()), T = size_t(hp.own_rows());
 
   // dK/dV of my rows that later parts used as their halo come back (forward's send pieces).
-  std::vector<std::vector<float>> rbuf(hp.send.size()), sbuf(hp.recv.size());
+  float* rmsg = fit(scr.recv, be, msg_floats(hp.send, kvd));
   std::vector<CommRequest> rreqs, sreqs;
-  for (size_t i = 0; i < hp.send.size(); i++) {
-    const CpPiece& s = hp.send[i];
-    rbuf[i].resize(size_t(s.end - s.begin) * 2 * kvd);
-    rreqs.push_back(comm.irecv(rbuf[i].data(), rbuf[i].size(), p.ranks[size_t(s.part)], a.tag));
+  size_t at = 0;
+  for (const CpPiece& s : hp.send) {
+    const size_t n = size_t(s.end - s.begin) * 2 * kvd;
+    rreqs.push_back(comm.irecv(rmsg + at, n, p.ranks[size_t(s.part)], a.tag));
+    at += n;
   }
 
   if (T > 0) {
-    build_local(scr, st, a, q, k, v);
-    const AttnShape s = local_shape(a, hp);
-    scr.dout.assign((h + T) * qd, 0.0f);  // halo queries' outputs were discarded: dout = 0
-    std::copy(dout, dout + T * qd, scr.dout.begin() + long(h * qd));
-    scr.dq.assign((h + T) * qd, 0.0f);
-    scr.dk.assign((h + T) * kvd, 0.0f);
-    scr.dv.assign((h + T) * kvd, 0.0f);
+    build_local(be, scr, st, a, q, k, v);
+    const AttnShape s = local_shape(a, st);
+    // halo queries' outputs were discarded: their dout is 0
+    const float* d_o = stack(be, scr.dout, nullptr, dout, h, T, qd);
+    float* gq = fit(scr.dq, be, (h + T) * qd);
+    float* gk = fit(scr.dk, be, (h + T) * kvd);
+    float* gv = fit(scr.dv, be, (h + T) * kvd);
+    be.zero(gq, (h + T) * qd);
+    be.zero(gk, (h + T) * kvd);
+    be.zero(gv, (h + T) * kvd);
     if (a.softmax) {
-      scr.out.assign((h + T) * qd, 0.0f);
-      std::copy(out, out + T * qd, scr.out.begin() + long(h * qd));
-      scr.lse.resize((h + T) * size_t(a.H));
-      std::copy(st.lse_halo.begin(), st.lse_halo.end(), scr.lse.begin());
-      std::copy(lse, lse + T * size_t(a.H), scr.lse.begin() + long(h * a.H));
-      be.softmax_attn_backward(scr.dq.data(), scr.dk.data(), scr.dv.data(), scr.dout.data(),
-                               scr.out.data(), scr.lse.data(), scr.q.data(), scr.k.data(),
-                               scr.v.data(), s);
+      const float* o = stack(be, scr.out, nullptr, out, h, T, qd);
+      const float* l = stack(be, scr.lse, st.lse_halo.data(), lse, h, T, size_t(a.H));
+      be.softmax_attn_backward(gq, gk, gv, d_o, o, l, scr.q.data(), scr.k.data(), scr.v.data(),
+                               s);
     } else {
-      be.swat_backward(scr.dq.data(), scr.dk.data(), scr.dv.data(), scr.dout.data(),
-                       scr.q.data(), scr.k.data(), scr.v.data(), s);
+      be.swat_backward(gq, gk, gv, d_o, scr.q.data(), scr.k.data(), scr.v.data(), s);
     }
     // The halo's dK/dV go back to the parts that sent those rows.
-    for (size_t i = 0; i < hp.recv.size(); i++) {
-      const CpPiece& r = hp.recv[i];
-      sbuf[i].resize(size_t(r.end - r.begin) * 2 * kvd);
-      pack(sbuf[i].data(), scr.dk.data(), scr.dv.data(), hp.halo_begin, r.begin, r.end, kvd);
-      sreqs.push_back(comm.isend(sbuf[i].data(), sbuf[i].size(), p.ranks[size_t(r.part)], a.tag));
+    float* smsg = fit(scr.send, be, msg_floats(hp.recv, kvd));
+    at = 0;
+    for (const CpPiece& r : hp.recv) {
+      pack(be, smsg + at, gk, gv, hp.halo_begin, r.begin, r.end, kvd);
+      at += size_t(r.end - r.begin) * 2 * kvd;
     }
-    for (size_t t = 0; t < T * qd; t++) dq[t] += scr.dq[h * qd + t];
-    for (size_t t = 0; t < T * kvd; t++) {
-      dk[t] += scr.dk[h * kvd + t];
-      dv[t] += scr.dv[h * kvd + t];
+    be.sync();  // the messages are complete before the communicator reads them
+    at = 0;
+    for (const CpPiece& r : hp.recv) {
+      const size_t n = size_t(r.end - r.begin) * 2 * kvd;
+      sreqs.push_back(comm.isend(smsg + at, n, p.ranks[size_t(r.part)], a.tag));
+      at += n;
     }
+    be.add(dq, gq + h * qd, T * qd);
+    be.add(dk, gk + h * kvd, T * kvd);
+    be.add(dv, gv + h * kvd, T * kvd);
   }
   // Add the returned halo gradients in part order (deterministic).
   comm.wait_all(rreqs);
-  for (size_t i = 0; i < hp.send.size(); i++) {
-    const CpPiece& s = hp.send[i];
-    const size_t n = size_t(s.end - s.begin) * kvd, at = size_t(s.begin - hp.own_begin) * kvd;
-    for (size_t t = 0; t < n; t++) {
-      dk[at + t] += rbuf[i][t];
-      dv[at + t] += rbuf[i][n + t];
-    }
+  at = 0;
+  for (const CpPiece& s : hp.send) {
+    const size_t n = size_t(s.end - s.begin) * kvd, to = size_t(s.begin - hp.own_begin) * kvd;
+    be.add(dk + to, rmsg + at, n);
+    be.add(dv + to, rmsg + at + n, n);
+    at += 2 * n;
   }
   comm.wait_all(sreqs);
 }

@@ -12,6 +12,11 @@
 //  - when earlier parts hold fewer than w−1 rows, the halo is gathered from SEVERAL previous
 //    parts (each sends the rows of its slice that fall in the halo); empty parts are allowed.
 //
+// Memory: every buffer (q/k/v/out/lse and their gradients, the scratch, the kept halo state, the
+// messages) lives in the backend's memory and is moved with Backend ops, so one code path serves
+// host backends over MPI and the cuda backend over NCCL (device buffers). Before posting messages
+// the backend is synchronised (Backend::sync; nothing on the host): NCCL runs on its own stream.
+//
 // Compute: the op table's attention kernels run on the local stream [halo + own] (rows h + T):
 // AttnShape::Tk (inference) is forward-only and single-document, so the halo rows also enter as
 // queries (q = 0) whose outputs are discarded and whose dout is 0. Extra cost per part: h ≤ w−1
@@ -69,19 +74,25 @@ struct CpAttnArgs {
 };
 
 // Kept from one forward to its backward (one per attention call, e.g. per layer): the halo's
-// K/V rows (h, Hkv, D) and, for softmax, the halo queries' lse (h, H). O(w·d) floats.
+// K/V rows (h, Hkv, D) and, for softmax, the halo queries' lse (h, H). O(w·d) floats. Buffers
+// grow to the largest call and are reused; only their first rows (plan) are meaningful.
 struct CpAttnState {
   CpHaloPlan plan;
-  std::vector<float> k_halo, v_halo, lse_halo;
+  Buffer<int32_t> cu_local;  // plan.cu_local in the backend's memory (AttnShape::cu_seqlens)
+  Buffer<float> k_halo, v_halo, lse_halo;
 };
 
-// Scratch for the local [halo + own] stream; reusable across calls and layers.
+// Scratch for the local [halo + own] stream and the messages (pieces back to back), in the
+// backend's memory; grown on demand, reusable across calls and layers.
 struct CpScratch {
-  std::vector<float> q, k, v, out, lse, dout, dq, dk, dv;
+  Buffer<float> q, k, v, out, lse, dout, dq, dk, dv;
+  Buffer<float> send, recv;
 };
 
 // Forward of this rank's part. q, out (T,H,D); k, v (T,Hkv,D) post-RoPE, T = own rows;
-// lse (T,H) written for softmax (ignored for SWAT, may be null). Overwrites out (=).
+// lse (T,H) written for softmax (ignored for SWAT, may be null). Overwrites out (=). Every
+// pointer (a.slopes too) is in be's memory; comm carries buffers of that memory (MPI: host,
+// NCCL: device).
 void cp_attention_forward(Comm& comm, const Backend& be, const CpPlacement& p, int part,
                           const CpAttnArgs& a, CpAttnState& st, CpScratch& scr, float* out,
                           float* lse, const float* q, const float* k, const float* v);

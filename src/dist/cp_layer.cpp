@@ -36,11 +36,19 @@ RingAttnArgs ring_args(const Model& m, const AttnShape& s, int layer) {
   return a;
 }
 
-// The attention shape of a local run: the model's options over the run's rows and documents.
-AttnShape run_shape(const AttnShape& s, const CpRun& r) {
+// Ring attention computes on host memory (ring_attention.h).
+void check_ring_backend(const Backend& be) {
+  LCX_CHECK(!be.device, "ring attention (a softmax model attending to a whole sequence over "
+            "several ranks) runs on host backends only, not '{}'; train a SWAT or sliding-window "
+            "model on the GPU, or use --device cpu", be.name);
+}
+
+// The attention shape of a local run: the model's options over the run's rows and documents
+// (cu: r.cu_seqlens in the backend's memory).
+AttnShape run_shape(const AttnShape& s, const CpRun& r, const int32_t* cu) {
   AttnShape rs = s;
   rs.T = int(r.row_end - r.row_begin);
-  rs.cu_seqlens = r.cu_seqlens.data();
+  rs.cu_seqlens = cu;
   rs.n_docs = int(r.cu_seqlens.size()) - 1;
   return rs;
 }
@@ -82,6 +90,22 @@ void CpLayerAttention::set_runs(std::vector<CpRun> runs) {
   }
   runs_ = std::move(runs);
   for (auto& st : state_) st.resize(runs_.size());
+  cu_be_ = nullptr;
+}
+
+const int32_t* CpLayerAttention::run_cu(const Backend& be, size_t run) {
+  if (cu_be_ != &be) {
+    std::vector<int32_t> all;
+    cu_at_.assign(runs_.size(), 0);
+    for (size_t i = 0; i < runs_.size(); i++) {
+      cu_at_[i] = all.size();
+      all.insert(all.end(), runs_[i].cu_seqlens.begin(), runs_[i].cu_seqlens.end());
+    }
+    if (cu_.size() < all.size() || cu_.backend() != &be) cu_ = Buffer<int32_t>(be, all.size());
+    cu_.upload(all.data(), all.size());
+    cu_be_ = &be;
+  }
+  return cu_.data() + cu_at_[run];
 }
 
 void CpLayerAttention::forward(const Model& m, int layer, const AttnShape& s, float* out,
@@ -103,15 +127,17 @@ void CpLayerAttention::forward(const Model& m, int layer, const AttnShape& s, fl
                              k + b * kvd, v + b * kvd);
         break;
       case CpRun::Kind::ring:
+        check_ring_backend(be);
         ring_attention_forward(comm_, r.ring, r.part, ring_args(m, s, layer), ring_scratch_,
                                out + b * qd, lse_r, q + b * qd, k + b * kvd, v + b * kvd);
         break;
       case CpRun::Kind::local:
         if (sm)
           be.softmax_attn_forward(out + b * qd, lse_r, q + b * qd, k + b * kvd, v + b * kvd,
-                                  run_shape(s, r));
+                                  run_shape(s, r, run_cu(be, i)));
         else
-          be.swat_forward(out + b * qd, q + b * qd, k + b * kvd, v + b * kvd, run_shape(s, r));
+          be.swat_forward(out + b * qd, q + b * qd, k + b * kvd, v + b * kvd,
+                          run_shape(s, r, run_cu(be, i)));
         break;
     }
   }
@@ -136,6 +162,7 @@ void CpLayerAttention::backward(const Model& m, int layer, const AttnShape& s, f
                               k + b * kvd, v + b * kvd);
         break;
       case CpRun::Kind::ring:
+        check_ring_backend(be);
         ring_attention_backward(comm_, r.ring, r.part, ring_args(m, s, layer), ring_scratch_,
                                 dq + b * qd, dk + b * kvd, dv + b * kvd, dout + b * qd,
                                 out + b * qd, lse_r, q + b * qd, k + b * kvd, v + b * kvd);
@@ -144,10 +171,10 @@ void CpLayerAttention::backward(const Model& m, int layer, const AttnShape& s, f
         if (sm)
           be.softmax_attn_backward(dq + b * qd, dk + b * kvd, dv + b * kvd, dout + b * qd,
                                    out + b * qd, lse_r, q + b * qd, k + b * kvd, v + b * kvd,
-                                   run_shape(s, r));
+                                   run_shape(s, r, run_cu(be, i)));
         else
           be.swat_backward(dq + b * qd, dk + b * kvd, dv + b * kvd, dout + b * qd, q + b * qd,
-                           k + b * kvd, v + b * kvd, run_shape(s, r));
+                           k + b * kvd, v + b * kvd, run_shape(s, r, run_cu(be, i)));
         break;
     }
   }

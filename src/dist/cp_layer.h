@@ -7,6 +7,8 @@
 //   ring   this rank's zig-zag part of a sequence that a softmax model attends to in full: ring
 //          attention (ring_attention.h; ByteScale §5.1), its rows the part's chunks back to back.
 // The messages of layer l carry tags 2l (halo; ring K/V) and 2l+1 (ring dK/dV).
+// Local and halo runs work on any backend (the cuda one with an NCCL communicator); ring runs
+// only on host backends (ring_attention.h), so a device backend with a ring run is an Error.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -43,8 +45,14 @@ class CpLayerAttention final : public LayerAttention {
                 const float* k, const float* v) override;
 
  private:
+  // The local runs' cu_seqlens in the backend's memory (AttnShape), uploaded at first use.
+  const int32_t* run_cu(const Backend& be, size_t run);
+
   Comm& comm_;
   std::vector<CpRun> runs_;
+  Buffer<int32_t> cu_;           // local runs' cu_seqlens back to back
+  std::vector<size_t> cu_at_;    // [run]: offset into cu_
+  const Backend* cu_be_ = nullptr;  // where cu_ holds the current runs (null: not uploaded)
   std::vector<std::vector<CpAttnState>> state_;  // [layer][run]: halo K/V kept for backward
   CpScratch scratch_;
   RingScratch ring_scratch_;

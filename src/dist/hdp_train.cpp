@@ -43,14 +43,19 @@ ParamLayout layout_shard(const ParamLayout& l, size_t lo, size_t hi) {
   return s;
 }
 
-// Each rank's `k` doubles gathered on every rank ([rank][k]), carried bit-exactly in floats.
-std::vector<double> gather_doubles(Comm& c, const std::vector<double>& mine) {
+// Each rank's `k` doubles gathered on every rank ([rank][k]), carried bit-exactly in floats of
+// be's memory (the communicator's buffers).
+std::vector<double> gather_doubles(Comm& c, const Backend& be, const std::vector<double>& mine) {
   const size_t k = mine.size(), P = size_t(c.size());
-  std::vector<float> buf(2 * k * P, 0.0f);
-  std::memcpy(buf.data() + 2 * k * size_t(c.rank()), mine.data(), k * sizeof(double));
+  std::vector<float> bits(2 * k);
+  std::memcpy(bits.data(), mine.data(), k * sizeof(double));
+  Buffer<float> buf(be, 2 * k * P);
+  buf.upload(bits.data(), bits.size(), 2 * k * size_t(c.rank()));
+  be.sync();
   c.all_gather(buf.data(), buf.size());
+  const std::vector<float> got = buf.to_host();
   std::vector<double> all(k * P);
-  std::memcpy(all.data(), buf.data(), all.size() * sizeof(double));
+  std::memcpy(all.data(), got.data(), all.size() * sizeof(double));
   return all;
 }
 
@@ -140,7 +145,8 @@ HdpStepResult HdpTrainer::step(const HdpStepData& d, float lr, float clip) {
             p.ranks.size(), comm_.size());
   LCX_CHECK(d.n_targets > 0, "HDP step: the global batch has no tokens to predict");
   Model& m = model_;
-  std::fill(m.grads.begin(), m.grads.end(), 0.0f);
+  const Backend& be = *m.backend;
+  be.zero(m.grads.data(), m.grads.size());
   const float dloss = 1.0f / float(d.n_targets);
   const int64_t bytes0 = comm_.stats.bytes_sent;
   double loss_sum = 0;
@@ -218,12 +224,14 @@ HdpStepResult HdpTrainer::step(const HdpStepData& d, float lr, float clip) {
 
   // Σ gradients over ranks (this rank's chunk, or all of them), then the global norm from each
   // chunk's fp64 sum of squares, combined in rank order: the same on every rank in both modes.
+  // Backend::sync before every collective: the communicator (NCCL) has its own stream.
   float* g = m.grads.data();
   const size_t n = m.grads.size();
+  be.sync();
   if (zero1_) comm_.reduce_scatter_sum(g, n);
   else comm_.allreduce_sum(g, n);
-  const double sq = m.backend->sum_squares(g + lo_, hi_ - lo_);
-  const std::vector<double> all = gather_doubles(comm_, {sq, loss_sum, double(cp_bytes)});
+  const double sq = be.sum_squares(g + lo_, hi_ - lo_);
+  const std::vector<double> all = gather_doubles(comm_, be, {sq, loss_sum, double(cp_bytes)});
   HdpStepResult res;
   double sq_all = 0, loss_all = 0, cp_all = 0;
   for (int r = 0; r < comm_.size(); r++) {
@@ -240,25 +248,29 @@ HdpStepResult HdpTrainer::step(const HdpStepData& d, float lr, float clip) {
             res.grad_norm);
 
   if (zero1_) {
-    grad_clip(g + lo_, hi_ - lo_, res.grad_norm, clip);
-    adamw_step(*m.backend, opt_, m.params.data() + lo_, g + lo_, shard_, lr);
+    grad_clip(be, g + lo_, hi_ - lo_, res.grad_norm, clip);
+    adamw_step(be, opt_, m.params.data() + lo_, g + lo_, shard_, lr);
+    be.sync();
     comm_.all_gather(m.params.data(), m.params.size());
   } else {
-    grad_clip(g, n, res.grad_norm, clip);
-    adamw_step(*m.backend, opt_, m.params.data(), g, m.layout, lr);
+    grad_clip(be, g, n, res.grad_norm, clip);
+    adamw_step(be, opt_, m.params.data(), g, m.layout, lr);
   }
   return res;
 }
 
 void HdpTrainer::gather_moments(std::vector<float>& mo, std::vector<float>& v) {
+  const Backend& be = *model_.backend;
   auto gather = [&](std::vector<float>& full, const Buffer<float>& part) {
     if (!zero1_) {
       full = part.to_host();
       return;
     }
-    full.assign(model_.params.size(), 0.0f);
-    part.download(full.data() + lo_, part.size());
-    comm_.all_gather(full.data(), full.size());
+    Buffer<float> all(be, model_.params.size());
+    if (part.size()) be.copy(all.data() + lo_, part.data(), part.size() * sizeof(float), Copy::within);
+    be.sync();
+    comm_.all_gather(all.data(), all.size());
+    full = all.to_host();
   };
   gather(mo, opt_.m);
   gather(v, opt_.v);
@@ -295,7 +307,7 @@ HdpPlanner hdp_planner(const HdpOptions& o, int ranks) {
   };
 }
 
-TrainResult hdp_train(Comm& comm, const HdpOptions& o) {
+TrainResult hdp_train(Comm& comm, const HdpOptions& o, Comm* loader_comm) {
   const TrainOptions& t = o.train;
   const int P = comm.size(), me = comm.rank();
   LCX_CHECK(o.capacity > 0, "--capacity must be > 0 tokens, got {}", o.capacity);
@@ -309,8 +321,22 @@ TrainResult hdp_train(Comm& comm, const HdpOptions& o) {
   cfg.vocab_size = int(shard_vocab_size(train_bin));
   cfg.validate("training config");
   const Backend& be = backend_get(t.backend.c_str());
-  LCX_CHECK(!be.device, "--hdp runs on host backends (cpu, cpu_ref) for now, not {}", be.name);
+  Comm& host = loader_comm ? *loader_comm : comm;
+  const bool nccl = std::string(comm.name()) == "nccl";
+  LCX_CHECK(be.device == nccl,
+            "--hdp --device {}: the training communicator must carry {} buffers ({}), got '{}'",
+            be.name, be.device ? "device" : "host", be.device ? "NCCL" : "MPI", comm.name());
+  LCX_CHECK(std::string(host.name()) != "nccl",
+            "--hdp: the remote loader's messages are host buffers; give it the MPI communicator");
+  // A softmax model whose window covers every sequence attends to the whole of a sequence spread
+  // over ranks: ring attention, which runs on host memory only.
+  LCX_CHECK(!be.device || ring_rule(cfg).window < max_len,
+            "--hdp --device {}: a full-attention softmax model (window {} ≥ --max-len {}) needs "
+            "ring attention, which runs on host backends only; use a SWAT or sliding-window model "
+            "(--window below the longest sequence) or --device cpu", be.name, cfg.window, max_len);
   Model model(cfg, be);
+  model.recompute = t.recompute;  // memory policy of every micro-batch (set before reserve)
+  model.offload = t.offload;
   HdpOptions oc = o;
   oc.train.config = cfg;
   const HdpPlanner planner = hdp_planner(oc, P);
@@ -336,12 +362,14 @@ TrainResult hdp_train(Comm& comm, const HdpOptions& o) {
     trainer.set_moments(st.step, st.m, st.v);
     cursor = st.meta["hdp_data"];
   } else {
-    param_init(model.params.data(), model.layout, cfg, t.seed);
+    std::vector<float> init(model.params.size());
+    param_init(init.data(), model.layout, cfg, t.seed);
+    model.params.upload(init.data(), init.size());
   }
   const int64_t last = t.stop_after >= 0 ? std::min(t.steps, t.stop_after) : t.steps;
   std::unique_ptr<StepSource> src;
   if (o.remote_loader)
-    src = std::make_unique<RemoteStepSource>(comm, train_bin, t.seed, max_len, planner,
+    src = std::make_unique<RemoteStepSource>(host, train_bin, t.seed, max_len, planner,
                                              ring_rule(cfg), budget,
                                              std::max<int64_t>(0, last - step));
   else
@@ -366,7 +394,7 @@ TrainResult hdp_train(Comm& comm, const HdpOptions& o) {
     if (me != 0) return;
     st.step = at_step;
     st.meta = {{"hdp_data", cursor}, {"seed", t.seed}};
-    checkpoint_save(ckpt_dir, cfg, model.params.data(), model.layout, &st,
+    checkpoint_save(ckpt_dir, cfg, model.params.to_host().data(), model.layout, &st,
                     fs::exists(tok_model) ? tok_model : "");
   };
   for (; step < last; step++) {

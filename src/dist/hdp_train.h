@@ -58,7 +58,9 @@ struct HdpStepResult {
 };
 
 // One rank's model, optimizer (its shard under ZeRO-1) and context-parallel attention (ring for
-// the sequences ring_rule(model.config) names).
+// the sequences ring_rule(model.config) names). comm's buffers are in the model's backend memory
+// (MPI with host backends, NCCL with cuda); parameters, gradients and moments are only touched
+// through Backend ops.
 class HdpTrainer {
  public:
   HdpTrainer(Comm& comm, Model& model, AdamW opt, bool zero1);
@@ -99,6 +101,9 @@ HdpPlanner hdp_planner(const HdpOptions& o, int ranks);
 
 // `mpirun -np N longctx train --hdp`: the training loop on every rank; rank 0 writes metrics
 // (OUT/metrics.jsonl) and checkpoints (OUT/checkpoint, resumable with --resume).
-TrainResult hdp_train(Comm& comm, const HdpOptions& o);
+// comm carries the training messages (halo exchange, gradients) in the memory of the backend
+// o.train.backend: MPI for host backends, NCCL for cuda (one GPU per rank). loader_comm carries
+// the remote loader's host messages (null: comm; with NCCL pass the MPI communicator).
+TrainResult hdp_train(Comm& comm, const HdpOptions& o, Comm* loader_comm = nullptr);
 
 }  // namespace longctx

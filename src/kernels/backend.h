@@ -54,6 +54,10 @@ inline double attention_flops_fwd(double S, double w, int H, int D) {
 // Direction of Backend::copy.
 enum class Copy { to_device, to_host, within };
 
+// Streams of Backend::copy_async / event_record / stream_wait: the ops run on `compute`;
+// activation offloading copies on `d2h` (forward) and `h2d` (backward prefetch).
+enum class Stream { compute, d2h, h2d };
+
 struct Backend {
   const char* name;
   bool device;  // memory is not host-addressable (host code must copy, never dereference)
@@ -72,6 +76,17 @@ struct Backend {
   double (*sum_squares)(const float* x, size_t n);
   void (*sync)();               // wait for queued work (timing); host: nothing to wait for
   size_t (*peak_bytes)();       // high-water mark of alloc'd bytes (device backends; host: 0)
+  // ---- asynchronous copies (activation offloading, DESIGN.md §3.2). Host backends run them
+  // synchronously and their events are no-ops, so the same schedule runs everywhere.
+  // Page-locked host memory (contents undefined; throws when out of memory) for copy_async.
+  void* (*pinned_alloc)(size_t bytes);
+  void (*pinned_release)(void* p);
+  // copy() queued on stream s: ordered after the work queued on s before it
+  void (*copy_async)(void* dst, const void* src, size_t bytes, Copy dir, Stream s);
+  void* (*event_create)();
+  void (*event_release)(void* ev);
+  void (*event_record)(void* ev, Stream s);  // ev completes when s's work queued so far has
+  void (*stream_wait)(Stream s, void* ev);   // s's later work waits for ev's last record
 
   // out (T,OC) = inp (T,C) · weight (OC,C)ᵀ
   void (*matmul_forward)(float* out, const float* inp, const float* weight, int T, int C, int OC);

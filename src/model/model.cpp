@@ -18,59 +18,105 @@ Model::Model(const Config& c, const Backend& be) : config(c), layout(param_layou
 
 void Model::reserve(int T_max) {
   if (T_max <= acts.T_max) return;
+  LCX_CHECK(offload >= 0.0 && offload <= 1.0, "offload ratio r must be in [0, 1], got {}", offload);
+  const Backend& be = *backend;
   const size_t T = size_t(T_max), L = size_t(config.num_hidden_layers);
   const size_t d = config.hidden_size, hd = config.head_dim();
   const size_t qd = config.num_attention_heads * hd, kvd = config.num_key_value_heads * hd;
   const size_t F = config.intermediate_size, H = config.num_attention_heads;
   const bool softmax = config.attention == AttnKind::softmax;
+  using A = Activations;
   // Per layer: res, ln1, mid, ln2 (T,d); rstd1, rstd2 (T); q, att (T,qd); k, v (T,kvd);
-  // lse (T,H) for softmax; gate, up, h (T,F). With recompute, one set of all but res.
-  const size_t per_layer = T * (4 * d + 2 + 2 * qd + 2 * kvd + (softmax ? H : 0) + 3 * F);
-  const size_t stored = recompute ? T * d * L + (per_layer - T * d) : per_layer * L;
-  const size_t final_ = T * (d /*res[L]*/ + d + 1 + 1);
-  const size_t scratch = T * (2 * d + 2 * qd + 2 * kvd + 3 * F);
+  // lse (T,H) for softmax; gate, up, h (T,F). With recompute only res is saved per layer and
+  // the others are one shared set.
+  const std::vector<A::Saved> kinds = {
+      {&A::res, d},  {&A::ln1, d}, {&A::rstd1, 1}, {&A::q, qd},   {&A::k, kvd},
+      {&A::v, kvd},  {&A::att, qd}, {&A::lse, softmax ? H : 0}, {&A::mid, d}, {&A::ln2, d},
+      {&A::rstd2, 1}, {&A::gate, F}, {&A::up, F},   {&A::h, F}};
   Activations a;
   a.T_max = T_max;
-  a.arena = Buffer<float>(*backend, stored + final_ + scratch);
-  if (backend->device) a.batch = Buffer<int32_t>(*backend, 4 * T + 1);
-  float* p = a.arena.data();
-  auto take = [&](size_t n) { float* r = p; p += n; return r; };
-  for (size_t l = 0; l < L; l++) a.res.push_back(take(T * d));
-  for (size_t l = 0; l < L; l++) {
-    if (recompute && l > 0) {  // the shared set of layer 0
-      for (auto* v : {&a.ln1, &a.rstd1, &a.q, &a.k, &a.v, &a.att, &a.lse, &a.mid, &a.ln2, &a.rstd2,
-                      &a.gate, &a.up, &a.h})
-        v->push_back(v->front());
-      continue;
-    }
-    a.ln1.push_back(take(T * d));
-    a.rstd1.push_back(take(T));
-    a.q.push_back(take(T * qd));
-    a.k.push_back(take(T * kvd));
-    a.v.push_back(take(T * kvd));
-    a.att.push_back(take(T * qd));
-    a.lse.push_back(softmax ? take(T * H) : nullptr);
-    a.mid.push_back(take(T * d));
-    a.ln2.push_back(take(T * d));
-    a.rstd2.push_back(take(T));
-    a.gate.push_back(take(T * F));
-    a.up.push_back(take(T * F));
-    a.h.push_back(take(T * F));
+  for (const A::Saved& k : kinds)
+    if (k.row && (!recompute || k.at == &A::res)) a.saved.push_back(k);
+  if (offload > 0) {
+    a.n_slots = 3;
+    a.n_off = int(std::ceil(offload * double(T)));
   }
-  a.res.push_back(take(T * d));  // res[L]: the final residual stream
-  a.lnf = take(T * d);
-  a.rstdf = take(T);
-  a.losses = take(T);
-  a.dres = take(T * d);
-  a.dln = take(T * d);
-  a.dq = take(T * qd);
-  a.datt = take(T * qd);
-  a.dk = take(T * kvd);
-  a.dv = take(T * kvd);
-  a.dh = take(T * F);
-  a.dgate = take(T * F);
-  a.dup = take(T * F);
+  // Two passes over one carving: count floats (base null), then point into the arena. Every
+  // tensor starts 256-byte aligned, offloading or not (same GEMM algorithms either way).
+  float* base = nullptr;
+  size_t used = 0;
+  auto take = [&](size_t n) {
+    float* r = base ? base + used : nullptr;
+    used += (n + 63) / 64 * 64;
+    return r;
+  };
+  auto carve = [&](Activations& c) {
+    for (const A::Saved& k : kinds) (c.*k.at).assign(L, nullptr);
+    for (const A::Saved& k : kinds) {
+      if (!k.row) continue;
+      const bool is_saved = !recompute || k.at == &A::res;
+      if (!is_saved) {  // the recompute set
+        (c.*k.at).assign(L, take(T * k.row));
+      } else if (!c.n_slots) {
+        for (size_t l = 0; l < L; l++) (c.*k.at)[l] = take(T * k.row);
+      }
+    }
+    if (c.n_slots) {
+      c.resident.assign(L, {});
+      for (const A::Saved& k : c.saved) {
+        // Layer l computes in slot l%2 while layer l−1's rows leave slot (l−1)%2; it writes
+        // its output res[l+1] into res slot (l+1)%3, the one of layer l−2 (already left).
+        std::vector<float*> slot;
+        for (int i = 0; i < (k.at == &A::res ? 3 : 2); i++) slot.push_back(take(T * k.row));
+        for (size_t l = 0; l < L; l++) {
+          (c.*k.at)[l] = slot[l % slot.size()];
+          if (l + 2 < L) c.resident[l].push_back(take((T - size_t(c.n_off)) * k.row));
+        }
+      }
+    }
+    c.res.push_back(take(T * d));  // res[L]: the final residual stream
+    c.lnf = take(T * d);
+    c.rstdf = take(T);
+    c.losses = take(T);
+    c.dres = take(T * d);
+    c.dln = take(T * d);
+    c.dq = take(T * qd);
+    c.datt = take(T * qd);
+    c.dk = take(T * kvd);
+    c.dv = take(T * kvd);
+    c.dh = take(T * F);
+    c.dgate = take(T * F);
+    c.dup = take(T * F);
+  };
+  {
+    Activations count;
+    count.saved = a.saved, count.n_slots = a.n_slots, count.n_off = a.n_off;
+    carve(count);
+  }
+  a.arena = Buffer<float>(be, used);
+  base = a.arena.data();
+  used = 0;
+  carve(a);
+  if (be.device) a.batch = Buffer<int32_t>(be, 4 * T + 1);
+  if (a.n_slots) {
+    size_t row = 0;
+    for (const A::Saved& k : a.saved) row += k.row;
+    const size_t kept = std::min<size_t>(L, 2);  // the last two layers never leave their slots
+    const size_t bytes = (L - kept) * size_t(a.n_off) * row * sizeof(float);
+    a.pinned = {be.pinned_alloc(bytes), be.pinned_release};
+    float* p = static_cast<float*>(a.pinned.get());
+    a.host.assign(L - kept, {});
+    for (size_t l = 0; l + kept < L; l++)
+      for (const A::Saved& k : a.saved) a.host[l].push_back(p), p += size_t(a.n_off) * k.row;
+    for (int i = 0; i < 2 * a.n_slots + 2; i++) a.events.emplace_back(be.event_create(), be.event_release);
+  }
   acts = std::move(a);
+}
+
+size_t Model::offload_host_bytes() const {
+  size_t row = 0;
+  for (const Activations::Saved& k : acts.saved) row += k.row;
+  return acts.host.size() * size_t(acts.n_off) * row * sizeof(float);  // host: layers that leave
 }
 
 namespace {
@@ -112,6 +158,62 @@ void layer_forward(Model& m, int l, const TokenBatch& b, const AttnShape& s) {
     m.backend->softmax_attn_forward(a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l], s);
   layer_out_mlp_forward(m, l, a.res[l + 1], a.mid[l], a.ln2[l], a.rstd2[l], a.gate[l], a.up[l],
                         a.h[l], a.att[l], a.res[l], T);
+}
+
+// ---- offloading schedule (Activations; DESIGN.md §3.2). Events: stashed[l % 3] (layer l's rows
+// have left its slots), fetched[l % 3] (its host rows are back), computed, done.
+void* event(Activations& a, int i) { return a.events[size_t(i)].get(); }
+int slot_of(const Activations& a, int l) { return l % a.n_slots; }
+// Rows of each saved tensor that go to the host for a batch of T tokens: ⌈r·T⌉ ≤ n_off.
+size_t rows_off(const Model& m, int T) { return size_t(std::ceil(m.offload * double(T))); }
+// Layers that leave their slots: all but the last two, whose slots nothing overwrites before
+// their backward (Eq. 3: two layers stay on the device, the other l − 2 keep 1 − r).
+bool leaves(const Model& m, int l) { return l + 2 < m.config.num_hidden_layers; }
+
+// After layer l's forward: its first rows of each saved tensor → host (d2h stream), the other
+// rows → its resident storage (compute stream, before anything overwrites the slot).
+void stash(Model& m, int l, int T) {
+  Activations& a = m.acts;
+  const Backend& be = *m.backend;
+  const int s = slot_of(a, l);
+  const size_t n = rows_off(m, T);
+  be.event_record(event(a, 2 * a.n_slots), Stream::compute);
+  be.stream_wait(Stream::d2h, event(a, 2 * a.n_slots));
+  for (size_t i = 0; i < a.saved.size(); i++) {
+    const size_t row = a.saved[i].row * sizeof(float);
+    const float* x = (a.*a.saved[i].at)[size_t(l)];
+    be.copy_async(a.host[size_t(l)][i], x, n * row, Copy::to_host, Stream::d2h);
+    be.copy_async(a.resident[size_t(l)][i], x + n * a.saved[i].row, (size_t(T) - n) * row,
+                  Copy::within, Stream::compute);
+  }
+  be.event_record(event(a, s), Stream::d2h);
+}
+
+// Prefetch layer l's host rows into its slot (h2d stream) once the compute stream's last mark
+// (`done`, the layer above) has freed it and its own stash has left.
+void fetch(Model& m, int l, int T) {
+  Activations& a = m.acts;
+  const Backend& be = *m.backend;
+  const int s = slot_of(a, l);
+  const size_t n = rows_off(m, T);
+  be.stream_wait(Stream::h2d, event(a, 2 * a.n_slots + 1));
+  be.stream_wait(Stream::h2d, event(a, s));
+  for (size_t i = 0; i < a.saved.size(); i++)
+    be.copy_async((a.*a.saved[i].at)[size_t(l)], a.host[size_t(l)][i],
+                  n * a.saved[i].row * sizeof(float), Copy::to_device, Stream::h2d);
+  be.event_record(event(a, a.n_slots + s), Stream::h2d);
+}
+
+// Before layer l's backward: its host rows have arrived; its resident rows go back (compute).
+void restore(Model& m, int l, int T) {
+  Activations& a = m.acts;
+  const Backend& be = *m.backend;
+  const size_t n = rows_off(m, T);
+  be.stream_wait(Stream::compute, event(a, a.n_slots + slot_of(a, l)));
+  for (size_t i = 0; i < a.saved.size(); i++)
+    be.copy_async((a.*a.saved[i].at)[size_t(l)] + n * a.saved[i].row, a.resident[size_t(l)][i],
+                  (size_t(T) - n) * a.saved[i].row * sizeof(float), Copy::within,
+                  Stream::compute);
 }
 
 }  // namespace
@@ -194,9 +296,17 @@ double model_forward(Model& m, const TokenBatch& host_batch, int64_t* n_targets,
   const int T = b.T, d = c.hidden_size;
   const AttnShape s = attn_shape(m, b);
 
-  be.embedding_forward(a.res[0], b.tokens, w + P.wte, T, d);
-  for (int l = 0; l < c.num_hidden_layers; l++) layer_forward(m, l, b, s);
   const int L = c.num_hidden_layers;
+  // Offloading: stash each layer when a backward follows (dloss ≠ 0). Layer l writes its slots,
+  // those of layer l−2, so layer l−2's stash must have left (overlapping layer l−1's compute).
+  const bool stashing = a.n_slots && dloss != 0.0f;
+  for (int i = 0; i < a.n_slots; i++) be.stream_wait(Stream::compute, event(a, i));
+  be.embedding_forward(a.res[0], b.tokens, w + P.wte, T, d);
+  for (int l = 0; l < L; l++) {
+    if (a.n_slots) be.stream_wait(Stream::compute, event(a, slot_of(a, l + 1)));  // = (l−2)%3
+    layer_forward(m, l, b, s);
+    if (stashing && leaves(m, l)) stash(m, l, T);
+  }
   be.rmsnorm_forward(a.lnf, a.rstdf, a.res[L], w + P.lnf, T, d, c.rms_norm_eps);
   if (!b.targets) {
     if (n_targets) *n_targets = 0;
@@ -231,7 +341,12 @@ void model_backward(Model& m, const TokenBatch& host_batch) {
   zero(a.dres, size_t(T) * d);
   be.rmsnorm_backward(a.dres, g + P.lnf, a.dln, a.res[L], w + P.lnf, a.rstdf, T, d);
 
+  // Offloading: layer l−1's host rows arrive while layer l runs its backward.
+  const bool off = a.n_slots > 0;
+  if (off) be.event_record(event(a, 2 * a.n_slots + 1), Stream::compute);
   for (int l = L - 1; l >= 0; l--) {
+    if (off && l > 0 && leaves(m, l - 1)) fetch(m, l - 1, T);
+    if (off && leaves(m, l)) restore(m, l, T);
     // Recompute: the layer's activations from its saved input (res[l+1] is rewritten with the
     // same values: every forward op is deterministic).
     if (m.recompute) layer_forward(m, l, b, s);
@@ -277,6 +392,7 @@ void model_backward(Model& m, const TokenBatch& host_batch) {
                        w + P.wv + size_t(l) * kvd * d, T, d, kvd);
     be.rmsnorm_backward(a.dres, g + P.ln1 + size_t(l) * d, a.dln, a.res[l],
                         w + P.ln1 + size_t(l) * d, a.rstd1[l], T, d);
+    if (off) be.event_record(event(a, 2 * a.n_slots + 1), Stream::compute);
   }
   be.embedding_backward(g + P.wte, a.dres, b.tokens, T, d);
 }

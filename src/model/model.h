@@ -7,6 +7,7 @@
 //   loss = xent(RMSNorm(x) · lm_headᵀ, targets)
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "kernels/backend.h"
@@ -38,8 +39,26 @@ struct Activations {
   // backward scratch
   float *dres = nullptr, *dln = nullptr, *dq = nullptr, *dk = nullptr, *dv = nullptr,
         *datt = nullptr, *dh = nullptr, *dgate = nullptr, *dup = nullptr;
-};
 
+  // Selective offloading (Model::offload = r > 0; ByteScale §5.2, DESIGN.md §3.2). A layer's
+  // saved tensors (`saved`: all of them, or only res with recompute) are computed in staging
+  // slots (l % 2; res l % 3), full T rows each so every op sees contiguous tensors. After the
+  // layer's forward the first ⌈r·T⌉ rows of each go to pinned host[l] on the d2h stream and the
+  // rest to the layer's resident storage; backward brings both back into the slots (the host
+  // rows on the h2d stream while the layer above runs its backward). The last two layers never
+  // leave their slots. Device memory, as Eq. 3: 2 full layers + (1 − r) of the other L − 2.
+  struct Saved {
+    std::vector<float*> Activations::*at;  // the per-layer pointer list
+    size_t row;                            // floats per token
+  };
+  std::vector<Saved> saved;
+  int n_slots = 0;   // event ring (3); 0: no offloading
+  int n_off = 0;     // host rows per tensor for T_max tokens: ⌈r·T_max⌉
+  std::vector<std::vector<float*>> resident, host;  // [layer < L−2][saved kind]
+  std::unique_ptr<void, void (*)(void*)> pinned{nullptr, nullptr};  // holds every host[l][k]
+  // stashed[slot], fetched[slot], then `computed` and `done` (compute stream marks)
+  std::vector<std::unique_ptr<void, void (*)(void*)>> events;
+};
 struct Model;
 
 // Who computes one layer's attention over the batch's post-RoPE q, k, v. Null (the default):
@@ -68,11 +87,15 @@ struct Model {
   // layer's forward before its backward (one layer's activations live at a time). Set before
   // reserve().
   bool recompute = false;
+  // Selective activation offloading ratio r ∈ [0, 1] (0: off; Activations above). Set before
+  // reserve(); bitwise the same losses and gradients as r = 0.
+  double offload = 0;
 
   Model(const Config& c, const Backend& be);
   // Size the activation arena for up to T_max tokens per forward (no-op if already large enough).
   void reserve(int T_max);
   size_t activation_bytes() const { return acts.arena.size() * sizeof(float); }
+  size_t offload_host_bytes() const;  // pinned host bytes of the offloaded rows
 };
 
 // Sublayers shared by training (model_forward) and inference (Engine::forward), over T rows of

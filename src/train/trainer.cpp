@@ -74,6 +74,7 @@ TrainResult train(const TrainOptions& o) {
   const Backend& be = backend_get(o.backend.c_str());
   Model model(cfg, be);
   model.recompute = o.recompute;
+  model.offload = o.offload;
   model.reserve(o.batch * o.seq);
   AdamW opt;
   opt.beta1 = o.beta1, opt.beta2 = o.beta2, opt.weight_decay = o.weight_decay;

@@ -33,6 +33,7 @@ struct TrainOptions {
   double max_minutes = 0;       // stop (and save) after this wall time; 0 = no limit
   bool quiet = false;           // no progress output (metrics file still written)
   bool recompute = false;       // per-layer activation recompute in backward (Model::recompute)
+  double offload = 0;           // activation offloading ratio r (Model::offload; 0: off)
   int64_t inject_nonfinite_at = -1;  // testing the guard: poison a gradient at this step
 };
 

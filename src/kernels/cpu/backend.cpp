@@ -82,12 +82,21 @@ double host_sum(const float* x, size_t n) {
 
 void host_sync() {}
 size_t host_peak_bytes() { return 0; }
+void host_copy_async(void* dst, const void* src, size_t bytes, Copy, Stream) {
+  std::memcpy(dst, src, bytes);
+}
+// Events on synchronous streams: nothing to wait for; a distinct non-null handle each.
+void* host_event_create() { return new char; }
+void host_event_release(void* ev) { delete static_cast<char*>(ev); }
+void host_event_record(void*, Stream) {}
+void host_stream_wait(Stream, void*) {}
 
 }  // namespace
 
 #define LONGCTX_HOST_MEMORY                                                                    \
   false, host_alloc, host_release, host_copy, host_zero, host_add, host_scale, host_sum<false>, \
-      host_sum<true>, host_sync, host_peak_bytes
+      host_sum<true>, host_sync, host_peak_bytes, host_alloc, host_release, host_copy_async,   \
+      host_event_create, host_event_release, host_event_record, host_stream_wait
 
 const Backend& backend_cpu_ref() {
   static const Backend b = {

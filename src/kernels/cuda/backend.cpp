@@ -71,6 +71,43 @@ void dev_copy(void* dst, const void* src, size_t bytes, Copy dir) {
                                                   : cudaMemcpyDeviceToDevice;
   ck(cudaMemcpy(dst, src, bytes, k), "cudaMemcpy");
 }
+// ---- offloading: pinned host memory, two non-blocking copy streams (they do not serialise with
+// the legacy default stream the ops run on), events
+void* pinned_alloc(size_t bytes) {
+  void* p = nullptr;
+  const cudaError_t e = cudaHostAlloc(&p, std::max<size_t>(bytes, 1), cudaHostAllocDefault);
+  LCX_CHECK(e == cudaSuccess, "cuda backend: out of pinned host memory allocating {:.1f} MiB ({})",
+            double(bytes) / 1048576.0, cudaGetErrorString(e));
+  return p;
+}
+void pinned_release(void* p) { cudaFreeHost(p); }
+cudaStream_t new_copy_stream() {
+  cudaStream_t c;
+  ck(cudaStreamCreateWithFlags(&c, cudaStreamNonBlocking), "cudaStreamCreate");
+  return c;
+}
+cudaStream_t stream(Stream s) {
+  static const cudaStream_t d2h = new_copy_stream(), h2d = new_copy_stream();
+  return s == Stream::compute ? cudaStream_t(0) : s == Stream::d2h ? d2h : h2d;
+}
+void copy_async(void* dst, const void* src, size_t bytes, Copy dir, Stream s) {
+  const cudaMemcpyKind k = dir == Copy::to_device ? cudaMemcpyHostToDevice
+                           : dir == Copy::to_host ? cudaMemcpyDeviceToHost
+                                                  : cudaMemcpyDeviceToDevice;
+  if (bytes) ck(cudaMemcpyAsync(dst, src, bytes, k, stream(s)), "cudaMemcpyAsync");
+}
+void* event_create() {
+  cudaEvent_t e;
+  ck(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate");
+  return e;
+}
+void event_release(void* ev) { cudaEventDestroy(static_cast<cudaEvent_t>(ev)); }
+void event_record(void* ev, Stream s) {
+  ck(cudaEventRecord(static_cast<cudaEvent_t>(ev), stream(s)), "cudaEventRecord");
+}
+void stream_wait(Stream s, void* ev) {
+  ck(cudaStreamWaitEvent(stream(s), static_cast<cudaEvent_t>(ev), 0), "cudaStreamWaitEvent");
+}
 void dev_zero(float* x, size_t n) { ck(cudaMemsetAsync(x, 0, n * sizeof(float)), "cudaMemsetAsync"); }
 void dev_sync() { ck(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); }
 
@@ -389,6 +426,13 @@ const Backend& backend_cuda() {
       dev_sum_squares,
       dev_sync,
       dev_peak_bytes,
+      pinned_alloc,
+      pinned_release,
+      copy_async,
+      event_create,
+      event_release,
+      event_record,
+      stream_wait,
       matmul_forward,
       matmul_backward,
       embedding_forward,
