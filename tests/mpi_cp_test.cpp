@@ -116,17 +116,8 @@ void run_cp_case(Comm& c, const Backend& be, const CpCase& k) {
   alibi_slopes(slopes.data(), k.softmax ? Alibi::neg : Alibi::balanced, k.H);
 
   // Single process on the whole stream.
-  AttnShape s;
-  s.T = S;
-  s.H = k.H;
-  s.Hkv = k.Hkv;
-  s.D = k.D;
-  s.window = k.window;
-  s.cu_seqlens = k.cu.data();
-  s.n_docs = int(k.cu.size()) - 1;
-  s.slopes = slopes.data();
-  s.bias = k.softmax ? 0.0f : -0.5f;
-  s.scale = 1.0f / std::sqrt(float(k.D));
+  const AttnShape s =
+      stream_shape(k.cu, k.H, k.Hkv, k.D, k.window, slopes.data(), k.softmax ? 0.0f : -0.5f);
   std::vector<float> out(S * qd), lse(size_t(S) * k.H), dq(S * qd, 0.0f), dk(S * kvd, 0.0f),
       dv(S * kvd, 0.0f);
   if (k.softmax) {

@@ -65,16 +65,7 @@ void run_attn_case(const AttnCase& c) {
              v = randn<float>(S * kvd, 3), dout = randn<float>(S * qd, 4);
   std::vector<float> slopes(size_t(c.H));
   alibi_slopes(slopes.data(), Alibi::neg, c.H);
-  AttnShape s;
-  s.T = S;
-  s.H = c.H;
-  s.Hkv = c.Hkv;
-  s.D = c.D;
-  s.window = c.window;
-  s.cu_seqlens = c.cu.data();
-  s.n_docs = int(c.cu.size()) - 1;
-  s.slopes = slopes.data();
-  s.scale = 1.0f / std::sqrt(float(c.D));
+  const AttnShape s = stream_shape(c.cu, c.H, c.Hkv, c.D, c.window, slopes.data());
   const Backend& be = backend_get("cpu");
   std::vector<float> out(S * qd), lse(size_t(S) * c.H), dq(S * qd, 0.0f), dk(S * kvd, 0.0f),
       dv(S * kvd, 0.0f);
@@ -98,7 +89,8 @@ void run_attn_case(const AttnCase& c) {
              vl = gather(v.data(), rows, kvd), dl = gather(dout.data(), rows, qd);
   std::vector<float> po(T * qd), pl_lse(T * c.H), pdq(T * qd, 0.0f), pdk(T * kvd, 0.0f),
       pdv(T * kvd, 0.0f);
-  RingAttnArgs a;
+  CpAttnArgs a;
+  a.softmax = true;
   a.H = c.H;
   a.Hkv = c.Hkv;
   a.D = c.D;
@@ -279,7 +271,8 @@ TEST(RingBench, BalanceAndBytes) {
     std::vector<float> bytes(size_t(3 * P), 0.0f);  // [halo | ring contiguous | ring zig-zag] per rank
     bytes[size_t(me)] = float(comm.stats.bytes_sent - b0);
     // ring, contiguous and zig-zag (same tokens per rank)
-    RingAttnArgs ra;
+    CpAttnArgs ra;
+    ra.softmax = true, ra.window = 1 << 30;
     ra.H = H, ra.Hkv = Hkv, ra.D = D, ra.slopes = slopes.data(), ra.scale = 0.125f;
     RingScratch rs;
     for (int zz = 0; zz < 2; zz++) {

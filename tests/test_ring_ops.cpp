@@ -21,6 +21,7 @@
 
 using namespace longctx;
 using longctx::testing::randn;
+using longctx::testing::stream_shape;
 
 namespace {
 
@@ -101,17 +102,7 @@ double max_err(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 AttnShape shape_of(const Case& c, const std::vector<float>& slopes) {
-  AttnShape s;
-  s.T = c.cu.back();
-  s.H = c.H;
-  s.Hkv = c.Hkv;
-  s.D = c.D;
-  s.window = c.window;
-  s.cu_seqlens = c.cu.data();
-  s.n_docs = int(c.cu.size()) - 1;
-  s.slopes = slopes.data();
-  s.scale = 1.0f / std::sqrt(float(c.D));
-  return s;
+  return stream_shape(c.cu, c.H, c.Hkv, c.D, c.window, slopes.data());
 }
 
 std::vector<Case> cases() {

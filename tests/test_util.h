@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -15,6 +16,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "kernels/backend.h"
 
 namespace longctx::testing {
 
@@ -44,6 +46,23 @@ std::vector<T> randn(size_t n, uint64_t seed, T scale = T(1)) {
 }
 
 // Writes `bytes` to `path`, creating parent directories.
+// The AttnShape of one packed stream whose documents are `cu` (cu.back() tokens), scale 1/√D.
+inline AttnShape stream_shape(const std::vector<int32_t>& cu, int H, int Hkv, int D, int window,
+                              const float* slopes, float bias = 0.0f) {
+  AttnShape s;
+  s.T = cu.back();
+  s.H = H;
+  s.Hkv = Hkv;
+  s.D = D;
+  s.window = window;
+  s.cu_seqlens = cu.data();
+  s.n_docs = int(cu.size()) - 1;
+  s.slopes = slopes;
+  s.bias = bias;
+  s.scale = 1.0f / std::sqrt(float(D));
+  return s;
+}
+
 inline void write_file(const std::string& path, const std::string& bytes) {
   std::filesystem::create_directories(std::filesystem::path(path).parent_path());
   std::ofstream(path, std::ios::binary) << bytes;

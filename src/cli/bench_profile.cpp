@@ -10,6 +10,7 @@
 
 #include "cli/bench.h"
 #include "core/error.h"
+#include "core/json_file.h"
 #include "core/rng.h"
 #include "dist/cost_model.h"
 #include "model/model.h"
@@ -73,14 +74,7 @@ double offload_from_flag(const std::string& flag, const std::string& path, int S
   if (!p.automatic) return p.r;
   LCX_CHECK(!path.empty(),
             "--offload auto needs --offload-cost PROFILE.json (from `longctx bench profile`)");
-  std::ifstream in(path);
-  LCX_CHECK(in.good(), "cannot open cost profile {}", path);
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: not valid JSON ({})", path, e.what());
-  }
+  const nlohmann::json j = json_from_file(path, "cost profile");
   const CostModel cm = cost_from_json(j, path);
   for (const char* k : {"d2h_bytes_per_s", "h2d_bytes_per_s"})
     LCX_CHECK(j.contains(k) && j[k].is_number(),

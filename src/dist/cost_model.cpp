@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json_file.h"
 
 namespace longctx {
 
@@ -104,15 +105,7 @@ CostModel cost_from_json(const nlohmann::json& j, const std::string& where) {
 }
 
 CostModel cost_from_file(const std::string& path) {
-  std::ifstream in(path);
-  LCX_CHECK(in.good(), "cannot open cost profile {}", path);
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: not valid JSON ({})", path, e.what());
-  }
-  return cost_from_json(j, path);
+  return cost_from_json(json_from_file(path, "cost profile"), path);
 }
 
 Hardware hardware_preset(const std::string& name) {

@@ -22,20 +22,6 @@ CpAttnArgs cp_args(const Model& m, const AttnShape& s, int layer) {
   return a;
 }
 
-RingAttnArgs ring_args(const Model& m, const AttnShape& s, int layer) {
-  LCX_CHECK(is_softmax(m), "ring attention is for softmax models; a SWAT model's context "
-            "parallelism is the halo exchange (cp_attention.h)");
-  RingAttnArgs a;
-  a.H = s.H;
-  a.Hkv = s.Hkv;
-  a.D = s.D;
-  a.window = s.window;
-  a.slopes = s.slopes;
-  a.scale = s.scale;
-  a.tag = 2 * layer;
-  return a;
-}
-
 // Ring attention computes on host memory (ring_attention.h).
 void check_ring_backend(const Backend& be) {
   LCX_CHECK(!be.device, "ring attention (a softmax model attending to a whole sequence over "
@@ -128,7 +114,7 @@ void CpLayerAttention::forward(const Model& m, int layer, const AttnShape& s, fl
         break;
       case CpRun::Kind::ring:
         check_ring_backend(be);
-        ring_attention_forward(comm_, r.ring, r.part, ring_args(m, s, layer), ring_scratch_,
+        ring_attention_forward(comm_, r.ring, r.part, cp_args(m, s, layer), ring_scratch_,
                                out + b * qd, lse_r, q + b * qd, k + b * kvd, v + b * kvd);
         break;
       case CpRun::Kind::local:
@@ -163,7 +149,7 @@ void CpLayerAttention::backward(const Model& m, int layer, const AttnShape& s, f
         break;
       case CpRun::Kind::ring:
         check_ring_backend(be);
-        ring_attention_backward(comm_, r.ring, r.part, ring_args(m, s, layer), ring_scratch_,
+        ring_attention_backward(comm_, r.ring, r.part, cp_args(m, s, layer), ring_scratch_,
                                 dq + b * qd, dk + b * kvd, dv + b * kvd, dout + b * qd,
                                 out + b * qd, lse_r, q + b * qd, k + b * kvd, v + b * kvd);
         break;

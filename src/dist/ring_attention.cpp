@@ -16,18 +16,21 @@ int ring_prev(int part, int steps, int N) { return ((part - steps) % N + N) % N;
 
 size_t rows_of(const RingPlacement& p, int part) { return p.rows[size_t(part)].size(); }
 
-void check_args(const Comm& comm, const RingPlacement& p, int part, const RingAttnArgs& a) {
+void check_args(const Comm& comm, const RingPlacement& p, int part, const CpAttnArgs& a) {
   LCX_CHECK(part >= 0 && part < p.parts(), "ring_attention: part {} outside [0, {})", part,
             p.parts());
   LCX_CHECK(p.ranks[size_t(part)] == comm.rank(),
             "ring_attention: part {} belongs to rank {}, called on rank {}", part,
             p.ranks[size_t(part)], comm.rank());
+  LCX_CHECK(a.softmax && a.bias == 0.0f,
+            "ring attention is softmax attention; a SWAT model's context parallelism is the halo "
+            "exchange (cp_attention.h)");
   LCX_CHECK(a.tag >= 0 && a.tag + 1 <= Comm::kMaxUserTag,
             "ring_attention: tags {} and {} must lie in [0, {}]", a.tag, a.tag + 1,
             Comm::kMaxUserTag);
 }
 
-AttnShape block_shape(const RingAttnArgs& a) {
+AttnShape block_shape(const CpAttnArgs& a) {
   AttnShape s;
   s.H = a.H;
   s.Hkv = a.Hkv;
@@ -134,7 +137,7 @@ int64_t ring_pairs(const RingPlacement& p, int part, int window) {
   return pairs;
 }
 
-void ring_attention_forward(Comm& comm, const RingPlacement& p, int part, const RingAttnArgs& a,
+void ring_attention_forward(Comm& comm, const RingPlacement& p, int part, const CpAttnArgs& a,
                             RingScratch& scr, float* out, float* lse, const float* q,
                             const float* k, const float* v) {
   check_args(comm, p, part, a);
@@ -169,7 +172,7 @@ void ring_attention_forward(Comm& comm, const RingPlacement& p, int part, const 
   }
 }
 
-void ring_attention_backward(Comm& comm, const RingPlacement& p, int part, const RingAttnArgs& a,
+void ring_attention_backward(Comm& comm, const RingPlacement& p, int part, const CpAttnArgs& a,
                              RingScratch& scr, float* dq, float* dk, float* dv, const float* dout,
                              const float* out, const float* lse, const float* q, const float* k,
                              const float* v) {

@@ -57,13 +57,9 @@ RingPlacement ring_contiguous(const CpPlacement& p);
 // exactly once, and the ranks are distinct.
 void ring_check(const RingPlacement& p);
 
-struct RingAttnArgs {
-  int H = 1, Hkv = 1, D = 64;     // query heads, KV heads (GQA), head dim
-  int window = 1 << 30;           // causal window; ≥ the stream length = full attention
-  const float* slopes = nullptr;  // [H] ALiBi (null: none)
-  float scale = 0.125f;           // 1/√D
-  int tag = 0;                    // K/V messages; dK/dV use tag+1 (both ≤ Comm::kMaxUserTag)
-};
+// The call's options are the halo exchange's CpAttnArgs (cp_attention.h) with softmax = true and
+// bias 0; window ≥ the stream length is full causal attention. K/V messages use a.tag, dK/dV
+// a.tag + 1 (both ≤ Comm::kMaxUserTag).
 
 // Buffers reused across calls and layers.
 struct RingScratch {
@@ -73,12 +69,12 @@ struct RingScratch {
 
 // Forward of part `part` (on rank p.ranks[part]): q, out (T,H,D); k, v (T,Hkv,D) post-RoPE;
 // lse (T,H); T = p.rows[part].size(). Overwrites out and lse.
-void ring_attention_forward(Comm& comm, const RingPlacement& p, int part, const RingAttnArgs& a,
+void ring_attention_forward(Comm& comm, const RingPlacement& p, int part, const CpAttnArgs& a,
                             RingScratch& scr, float* out, float* lse, const float* q,
                             const float* k, const float* v);
 // Backward of the same call, given its out and lse: ACCUMULATES (+=) into dq (T,H,D), dk, dv
 // (T,Hkv,D) — dk/dv including every other part's contribution to this part's keys.
-void ring_attention_backward(Comm& comm, const RingPlacement& p, int part, const RingAttnArgs& a,
+void ring_attention_backward(Comm& comm, const RingPlacement& p, int part, const CpAttnArgs& a,
                              RingScratch& scr, float* dq, float* dk, float* dv, const float* dout,
                              const float* out, const float* lse, const float* q, const float* k,
                              const float* v);

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json_file.h"
 
 namespace longctx {
 
@@ -176,15 +177,7 @@ Config config_from_json(const nlohmann::json& j, const std::string& where) {
 }
 
 Config config_from_file(const std::string& path) {
-  std::ifstream f(path);
-  LCX_CHECK(f.good(), "config {}: cannot open file", path);
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(f);
-  } catch (const nlohmann::json::exception& e) {
-    fail("config {}: not valid JSON ({})", path, e.what());
-  }
-  return config_from_json(j, "config " + path);
+  return config_from_json(json_from_file(path, "config"), "config " + path);
 }
 
 }  // namespace longctx
