@@ -4,7 +4,8 @@
 //                          run different numbers of micro-batches == one process on the whole
 //                          batch (fp32, rel err < 1e-5), with and without ZeRO-1 (which must agree
 //                          bit for bit); ATTN: swat (default), softmax (window 12: halo exchange)
-//                          or full (softmax over whole sequences: ring attention, zig-zag)
+//                          or full (softmax over whole sequences: ring attention, zig-zag;
+//                          with SCHED static: packed dist-attn, one ring call per micro-batch)
 //   gpu SCHED [ATTN]       the same on the cuda backend, one GPU per rank, NCCL between them, ==
 //                          one GPU on the whole batch (bf16 GEMMs: gradient, parameters and
 //                          moments rel err < 2e-2, loss within 5e-3 relative; ZeRO-1 within the
@@ -19,6 +20,10 @@
 //   bytes [C]              context-parallel bytes of one step, SWAT (halo) vs full attention
 //                          (ring) on the same placement: measured, exact, cost model (JSON);
 //                          capacity C tokens (default 1024), the long sequence C·ranks
+//                          then packed's figure at C = 4096
+//   packed [C]             packed dist-attn (static DP×CP, full attention; rank 0, planning only):
+//                          ≥ 2N-token sequences of a packed micro-batch placed as ring_zigzag;
+//                          attention pairs per rank, zig-zag vs contiguous splitting (JSON)
 //   mkdata DIR [DOCS LONGEST]  writes DIR/train.bin for the CLI tests and benchmarks (no MPI)
 //   mkdist DIR DIST TOKENS CONTEXT [VOCAB]  DIR/train.bin of random tokens (vocabulary VOCAB,
 //                          default 32000) in documents whose lengths are drawn from a named
@@ -32,6 +37,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <numeric>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -80,25 +86,35 @@ HdpStepData step_data(const Plan& p, const std::vector<std::vector<int32_t>>& do
 // ---- exact: HDP == one process ----------------------------------------------------------------
 
 // Context-parallel bytes of one step of `p` (all ranks, all layers, forward and backward): each
-// ring part's ring_bytes, each halo part's cp_halo_bytes.
+// ring part's ring_bytes (a ring sequence's, or a packed micro-batch's: hdp_packed_placement),
+// each halo part's cp_halo_bytes.
 double cp_bytes_of(const Plan& p, const Config& cfg) {
   const RingRule rule = ring_rule(cfg);
   const int Hkv = cfg.num_key_value_heads, D = cfg.head_dim();
+  auto ring = [&](const RingPlacement& pl, int part) {
+    return double(ring_bytes(pl, part, Hkv, D) + ring_bytes(pl, part, Hkv, D, true));
+  };
   double b = 0;
-  for (size_t q = 0; q < p.seqs.size(); q++) {
-    const int parts = int(p.seqs[q].ranks.size());
-    if (parts < 2) continue;
-    if (rule.ring(p.seqs[q])) {
-      const RingPlacement pl = hdp_ring_placement(p, int32_t(q));
-      for (int i = 0; i < parts; i++) b += double(ring_bytes(pl, i, Hkv, D) + ring_bytes(pl, i, Hkv, D, true));
-    } else {
-      const CpPlacement pl = hdp_placement(p, int32_t(q));
-      for (int i = 0; i < parts; i++) {
-        const CpHaloPlan hp = cp_halo_plan(pl, i, cfg.window);
-        b += double(cp_halo_bytes(hp, Hkv, D) + cp_halo_bytes(hp, Hkv, D, true));
+  for (int r = 0; r < int(p.ranks.size()); r++)
+    for (size_t k = 0; k < p.ranks[size_t(r)].micro_batches.size(); k++) {
+      if (hdp_packed(p, r, k, rule)) {
+        const RingPlacement pl = hdp_packed_placement(p, r, k, rule).ring;
+        const auto at = std::find(pl.ranks.begin(), pl.ranks.end(), r);
+        if (at != pl.ranks.end()) b += ring(pl, int(at - pl.ranks.begin()));
+        continue;
+      }
+      for (const Slice& sl : p.ranks[size_t(r)].micro_batches[k].slices) {
+        const SeqPlan& sp = p.seqs[size_t(sl.seq)];
+        const int part = int(std::find(sp.ranks.begin(), sp.ranks.end(), r) - sp.ranks.begin());
+        if (sp.ranks.size() < 2) continue;
+        if (rule.ring(sp)) {
+          b += ring(hdp_ring_placement(p, sl.seq), part);
+        } else {
+          const CpHaloPlan hp = cp_halo_plan(hdp_placement(p, sl.seq), part, cfg.window);
+          b += double(cp_halo_bytes(hp, Hkv, D) + cp_halo_bytes(hp, Hkv, D, true));
+        }
       }
     }
-  }
   return b * cfg.num_hidden_layers;
 }
 
@@ -139,6 +155,9 @@ void test_exact(Comm& c, Comm& tc, const Backend& be, const std::string& sched,
   HdpTrainer tr(tc, hdp, AdamW{}, false), trz(tc, hz, AdamW{}, true);
   const float lr = 1e-3f, clip = 0.5f;
   bool spanned = false, packed = false, uneven = false, ring3 = false;
+  // Static DP×CP, full attention: packed dist-attn over a micro-batch that holds a ring sequence
+  // (zig-zag) and a short shared one (< 2N tokens, the planner's slices) in one ring call.
+  bool packed_ring = false;
   for (size_t s = 0; s < steps.size(); s++) {
     const auto docs = random_docs(steps[s], cfg.vocab_size, 100 + s);
     const Plan p = planner(steps[s]);
@@ -149,6 +168,16 @@ void test_exact(Comm& c, Comm& tc, const Backend& be, const std::string& sched,
     for (const RankPlan& rp : p.ranks) {
       uneven |= rp.micro_batches.size() != p.ranks[0].micro_batches.size();
       for (const MicroBatch& mb : rp.micro_batches) packed |= mb.slices.size() > 1;
+    }
+    for (size_t k = 0; k < p.ranks[0].micro_batches.size(); k++) {
+      if (!hdp_packed(p, 0, k, rule)) continue;
+      bool ring = false, short_shared = false;
+      for (int32_t q : hdp_packed_placement(p, 0, k, rule).seqs) {
+        const SeqPlan& sp = p.seqs[size_t(q)];
+        ring |= rule.ring(sp);
+        short_shared |= sp.ranks.size() > 1 && !rule.ring(sp);
+      }
+      packed_ring |= ring && short_shared;
     }
     // One process, whole batch.
     const Packed b = pack(docs);
@@ -195,6 +224,10 @@ void test_exact(Comm& c, Comm& tc, const Backend& be, const std::string& sched,
   if (!spanned) mismatch(c, fmt::format("{}: no sequence spans {} ranks (test data too easy)", sched, span));
   if (attn == "full" && P >= 3 && !ring3) mismatch(c, sched + ": no ring sequence over ≥ 3 ranks");
   if (sched != "static" && !packed) mismatch(c, sched + ": no packed micro-batch");
+  if (sched == "static" && attn == "full" && !packed_ring)
+    mismatch(c, "static full: no packed dist-attn micro-batch with ring and short shared sequences");
+  if (sched != "static" && attn == "full" && packed_ring)
+    mismatch(c, sched + ": an HDP plan ran packed dist-attn");
   if (sched == "balance" && !uneven) mismatch(c, "balance: every rank ran as many micro-batches");
   std::vector<float> m1, v1, m2, v2;
   tr.gather_moments(m1, v1);
@@ -288,14 +321,14 @@ void test_bad(Comm& c) {
   p.seqs = {{10, {0, 1}, 0}, {10, {0, 1}, 0}};
   p.ranks[0].micro_batches = {{{{0, 0, 5}}, 5, 0}, {{{1, 0, 5}}, 5, 0}};
   p.ranks[1].micro_batches = {{{{1, 5, 10}}, 5, 0}, {{{0, 5, 10}}, 5, 0}};
-  expect_error_msg(c, "cycle", [&] { hdp_check_order(p, 2); }, "conflicting orders");
+  expect_error_msg(c, "cycle", [&] { hdp_check_order(p, 2, RingRule{}); }, "conflicting orders");
   std::swap(p.ranks[1].micro_batches[0], p.ranks[1].micro_batches[1]);
-  hdp_check_order(p, 2);  // consistent now
+  hdp_check_order(p, 2, RingRule{});  // consistent now
   // Rank 0 runs sequences 0 and 1 in one micro-batch (both forwards before either backward),
   // rank 1 one after the other: rank 0 waits in sequence 1's forward while rank 1 waits in
   // sequence 0's backward.
   p.ranks[0].micro_batches = {{{{0, 0, 5}, {1, 0, 5}}, 10, 0}};
-  expect_error_msg(c, "grouped", [&] { hdp_check_order(p, 1); }, "conflicting orders");
+  expect_error_msg(c, "grouped", [&] { hdp_check_order(p, 1, RingRule{}); }, "conflicting orders");
   // A ring sequence over ranks 0, 1, 2 and a sequence over ranks 0 and 2, met in opposite orders
   // by ranks 0 and 2. Halo slices of the first would never make ranks 0 and 2 talk, but its ring
   // does (2 → 0 closes the ring): an exchange involves every rank of its sequence.
@@ -305,7 +338,18 @@ void test_bad(Comm& c) {
   q.ranks[0].micro_batches = {{{{0, 0, 4}}, 4, 0}, {{{1, 0, 5}}, 5, 0}};
   q.ranks[1].micro_batches = {{{{0, 4, 8}}, 4, 0}};
   q.ranks[2].micro_batches = {{{{1, 5, 10}}, 5, 0}, {{{0, 8, 12}}, 4, 0}};
-  expect_error_msg(c, "ring", [&] { hdp_check_order(q, 2); }, "conflicting orders");
+  expect_error_msg(c, "ring", [&] { hdp_check_order(q, 2, RingRule{}); }, "conflicting orders");
+  // A "static DP×CP" plan (CP groups {0, 1}, {2, 3}) with a sequence across two groups: packed
+  // dist-attn of a full-attention model has no group to run it in.
+  Plan s;
+  s.cp_degree = 2;
+  s.ranks.resize(4);
+  s.seqs = {{10, {1, 2}, 0}};
+  s.ranks[1].micro_batches = {{{{0, 0, 5}}, 5, 0}};
+  s.ranks[2].micro_batches = {{{{0, 5, 10}}, 5, 0}};
+  s.ranks[0].micro_batches = s.ranks[3].micro_batches = {{{}, 0, 0}};
+  hdp_check_order(s, 1, RingRule{});  // halo: fine
+  expect_error_msg(c, "cross-group", [&] { hdp_check_order(s, 1, RingRule{100}); }, "has a slice on rank");
 }
 
 // ---- a rank dies mid-step ---------------------------------------------------------------------
@@ -433,6 +477,86 @@ void bench_bytes(Comm& c, int64_t capacity) {
   }
 }
 
+// ---- packed dist-attn: placement and balance (planning only, rank 0) ----------------------------
+
+// The rows of `rows` whose documents (of cu) have ≥ min_len tokens.
+std::vector<int32_t> rows_of_docs(const std::vector<int32_t>& rows, const std::vector<int32_t>& cu,
+                                  int64_t min_len) {
+  std::vector<int32_t> r;
+  for (int32_t m : rows) {
+    const auto d = std::upper_bound(cu.begin(), cu.end(), m) - 1;
+    if (*(d + 1) - *d >= min_len) r.push_back(m);
+  }
+  return r;
+}
+
+// Static DP×CP plans (8 ranks, capacity C, CP degree N) of a ByteScale-mix global batch: attention
+// pairs (ring_pairs, full causal) per rank of every packed micro-batch with packed dist-attn
+// (hdp_packed_placement under the softmax rule: zig-zag per sequence) vs contiguous splitting (the
+// planner's slices). The CP group runs a micro-batch in lockstep, so its attention time follows
+// the busiest rank: Σ over micro-batches of max_rank pairs, against Σ of the mean (perfect
+// balance). Checks: every sequence of ≥ 2N tokens is placed as ring_zigzag places it, and the
+// packed imbalance is < 5 % and below the contiguous one. JSON lines on stdout.
+void bench_packed(Comm& c, int64_t C) {
+  if (c.rank() != 0) return;
+  const RingRule full{1 << 30};
+  for (int N : {2, 4, 8}) {
+    PlanOptions po;
+    po.ranks = 8;
+    po.capacity = C;
+    po.cost.beta1 = 1e-6;  // as hdp_planner
+    po.cost.alpha2 = 1;
+    std::vector<int64_t> len = lengths_sample("bytescale", 64 * C, int64_t(N) * C, 3);
+    len.push_back(int64_t(N) * C);  // the longest sequence sets d_cp = N
+    const Plan p = plan_static(len, po);
+    if (p.cp_degree != N) mismatch(c, fmt::format("packed: CP degree {}, expected {}", p.cp_degree, N));
+    double max_zz = 0, mean_zz = 0, max_ct = 0, mean_ct = 0, worst_zz = 0, worst_ct = 0;
+    int packed = 0, shared = 0, short_shared = 0;
+    for (int g = 0; g < po.ranks; g += N)
+      for (size_t k = 0; k < p.ranks[size_t(g)].micro_batches.size(); k++) {
+        if (!hdp_packed(p, g, k, full)) continue;
+        const PackedMicroBatch zz = hdp_packed_placement(p, g, k, full),
+                               ct = hdp_packed_placement(p, g, k, RingRule{});
+        packed++;
+        for (int32_t q : zz.seqs) {
+          shared += p.seqs[size_t(q)].ranks.size() > 1;
+          short_shared += p.seqs[size_t(q)].ranks.size() > 1 && !full.ring(p.seqs[size_t(q)]);
+        }
+        std::vector<int> group(static_cast<size_t>(N));
+        std::iota(group.begin(), group.end(), g);
+        const RingPlacement ref = ring_zigzag(group, zz.ring.cu_seqlens);
+        for (int i = 0; i < zz.ring.parts(); i++) {
+          const auto& ref_rows = ref.rows[size_t(zz.ring.ranks[size_t(i)] - g)];
+          if (rows_of_docs(zz.ring.rows[size_t(i)], ref.cu_seqlens, 2 * N) !=
+              rows_of_docs(ref_rows, ref.cu_seqlens, 2 * N))
+            mismatch(c, fmt::format("packed: N={} group {} micro-batch {}: rank {} does not hold "
+                                    "zig-zag chunks of its sequences", N, g, k, zz.ring.ranks[size_t(i)]));
+        }
+        auto load = [&](const RingPlacement& pl, double& sum_max, double& sum_mean, double& worst) {
+          std::vector<double> pairs(static_cast<size_t>(N), 0.0);
+          for (int i = 0; i < pl.parts(); i++)
+            pairs[size_t(pl.ranks[size_t(i)] - g)] = double(ring_pairs(pl, i, full.window));
+          const double mx = *std::max_element(pairs.begin(), pairs.end()),
+                       mean = std::accumulate(pairs.begin(), pairs.end(), 0.0) / N;
+          sum_max += mx;
+          sum_mean += mean;
+          worst = std::max(worst, mx / mean - 1);
+        };
+        load(zz.ring, max_zz, mean_zz, worst_zz);
+        load(ct.ring, max_ct, mean_ct, worst_ct);
+      }
+    const double imb_zz = max_zz / mean_zz - 1, imb_ct = max_ct / mean_ct - 1;
+    if (!(imb_zz < 0.05 && imb_zz < imb_ct))
+      mismatch(c, fmt::format("packed: N={} zig-zag imbalance {:.4f} (contiguous {:.4f})", N, imb_zz, imb_ct));
+    std::printf("{\"bench\":\"packed_dist_attn_balance\",\"ranks\":%d,\"cp_degree\":%d,\"capacity\":%lld,"
+                "\"sequences\":%zu,\"packed_micro_batches\":%d,\"shared_sequences\":%d,"
+                "\"short_shared_sequences\":%d,\"zigzag_imbalance\":%.4f,\"contiguous_imbalance\":%.4f,"
+                "\"zigzag_worst_mb\":%.4f,\"contiguous_worst_mb\":%.4f}\n",
+                po.ranks, N, (long long)C, len.size(), packed, shared, short_shared, imb_zz, imb_ct,
+                worst_zz, worst_ct);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -468,7 +592,7 @@ int main(int argc, char** argv) {
   }
   return mpi_mode_main(
       "mpi_hdp_test", argc, argv, 20,
-      "mpirun -np N mpi_hdp_test exact|gpu SCHED [swat|softmax|full]|remote|bad|die|bytes [C], "
+      "mpirun -np N mpi_hdp_test exact|gpu SCHED [swat|softmax|full]|remote|bad|die|bytes [C]|packed [C], "
       "or mpi_hdp_test mkdata DIR [DOCS LONGEST] | mkdist DIR DIST TOKENS CONTEXT [VOCAB]",
       [](Comm& c, const std::vector<std::string>& args) {
         const std::string mode = args.empty() ? "" : args[0];
@@ -483,7 +607,10 @@ int main(int argc, char** argv) {
         } else if (mode == "remote") test_remote(c);
         else if (mode == "bad") test_bad(c);
         else if (mode == "die") test_die(c);
-        else if (mode == "bytes") bench_bytes(c, args.size() > 1 ? std::stoll(args[1]) : 1024);
+        else if (mode == "bytes") {
+          bench_bytes(c, args.size() > 1 ? std::stoll(args[1]) : 1024);
+          bench_packed(c, 4096);
+        } else if (mode == "packed") bench_packed(c, args.size() > 1 ? std::stoll(args[1]) : 4096);
         else return false;
         return true;
       });

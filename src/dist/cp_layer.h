@@ -5,7 +5,9 @@
 //          halo exchange (cp_attention.h; SWAT, and softmax with a window shorter than the
 //          sequence);
 //   ring   this rank's zig-zag part of a sequence that a softmax model attends to in full: ring
-//          attention (ring_attention.h; ByteScale §5.1), its rows the part's chunks back to back.
+//          attention (ring_attention.h; ByteScale §5.1), its rows the part's chunks back to back;
+//          or its part of a static DP×CP micro-batch's whole packed stream (ByteScale §7 packed
+//          dist-attn, hdp_packed_placement): one ring call over several documents.
 // The messages of layer l carry tags 2l (halo; ring K/V) and 2l+1 (ring dK/dV).
 // Local and halo runs work on any backend (the cuda one with an NCCL communicator); ring runs
 // only on host backends (ring_attention.h), so a device backend with a ring run is an Error.

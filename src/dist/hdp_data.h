@@ -54,7 +54,9 @@ std::vector<int64_t> seq_lengths(const std::vector<SeqRef>& seqs);
 // §5.1) rather than the halo exchange (cp_attention.h): those a softmax model attends to in full
 // (its window covers the whole sequence: Llama-style full causal attention) and that have ≥ 2N
 // tokens for their N ranks, so that every zig-zag chunk holds a token. Shorter shared sequences
-// (only the static DP×CP baseline splits them) keep the halo exchange, exact for any window.
+// (only the static DP×CP baseline splits them) keep the planner's contiguous slices: the halo
+// exchange, or for a full-attention model the micro-batch's one packed ring call (packed
+// dist-attn, hdp_train.h), which carries every sequence of the micro-batch.
 struct RingRule {
   int64_t window = 0;  // the window of a softmax model; 0: SWAT (never ring)
   bool ring(const SeqPlan& s) const {

@@ -1,6 +1,7 @@
 // The HDP training runtime (see hdp_train.h).
 #include "dist/hdp_train.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -8,6 +9,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <numeric>
 
 #include "core/error.h"
 #include "core/progress.h"
@@ -20,12 +22,41 @@ namespace fs = std::filesystem;
 namespace longctx {
 namespace {
 
-// The shared sequences (over ≥ 2 ranks) of a micro-batch, in slice order.
-std::vector<int32_t> shared_seqs(const Plan& p, const MicroBatch& mb) {
-  std::vector<int32_t> s;
-  for (const Slice& sl : mb.slices)
-    if (p.seqs[size_t(sl.seq)].ranks.size() > 1) s.push_back(sl.seq);
-  return s;
+// The sequences of micro-batch k of `rank`'s CP group in a static DP×CP plan (ascending ids), and
+// the group's first rank. Throws Error for a plan that is not one.
+std::vector<int32_t> group_seqs(const Plan& p, int rank, size_t k, int* first) {
+  const int N = p.cp_degree;
+  LCX_CHECK(N > 1 && p.ranks.size() % size_t(N) == 0 && rank >= 0 && size_t(rank) < p.ranks.size(),
+            "packed dist-attn: a static DP×CP plan with CP degree > 1 dividing its {} ranks is "
+            "needed (CP degree {}, rank {})", p.ranks.size(), N, rank);
+  *first = rank / N * N;
+  std::vector<int32_t> seqs;
+  for (int r = *first; r < *first + N; r++) {
+    const auto& mbs = p.ranks[size_t(r)].micro_batches;
+    LCX_CHECK(k < mbs.size(), "plan: rank {} has {} micro-batches, but rank {} of its CP group runs "
+              "micro-batch {}", r, mbs.size(), rank, k);
+    for (const Slice& sl : mbs[k].slices) seqs.push_back(sl.seq);
+  }
+  std::sort(seqs.begin(), seqs.end());
+  seqs.erase(std::unique(seqs.begin(), seqs.end()), seqs.end());
+  for (int32_t q : seqs)
+    for (int32_t r : p.seqs[size_t(q)].ranks)
+      LCX_CHECK(r >= *first && r < *first + N, "plan: sequence {} of CP group {}..{} has a slice "
+                "on rank {}", q, *first, *first + N - 1, r);
+  return seqs;
+}
+
+// What one exchange of a rank's schedule is (hdp_check_order's nodes): a shared sequence
+// {q, −1}, or the packed ring call of micro-batch k of the CP group starting at rank g {−1 − g, k}.
+using Exchange = std::pair<int64_t, int64_t>;
+
+// The exchanges of `rank`'s micro-batch k, in the order it runs them within one layer.
+std::vector<Exchange> exchanges(const Plan& p, int rank, size_t k, const RingRule& rule) {
+  if (hdp_packed(p, rank, k, rule)) return {{-1 - rank / p.cp_degree * p.cp_degree, int64_t(k)}};
+  std::vector<Exchange> e;
+  for (const Slice& sl : p.ranks[size_t(rank)].micro_batches[k].slices)
+    if (p.seqs[size_t(sl.seq)].ranks.size() > 1) e.push_back({sl.seq, -1});
+  return e;
 }
 
 // The pieces of the layout's tensors inside [lo, hi), offsets relative to lo (ZeRO-1 shard).
@@ -61,17 +92,23 @@ std::vector<double> gather_doubles(Comm& c, const Backend& be, const std::vector
 
 }  // namespace
 
-void hdp_check_order(const Plan& p, int layers) {
+void hdp_check_order(const Plan& p, int layers, const RingRule& rule) {
   LCX_CHECK(layers > 0, "hdp_check_order: layers must be > 0, got {}", layers);
-  // Events: (shared sequence, layer, forward/backward) → node; edges follow each rank's order.
-  std::map<int32_t, int> shared;  // sequence → compact index
-  for (size_t q = 0; q < p.seqs.size(); q++)
-    if (p.seqs[q].ranks.size() > 1) shared.emplace(int32_t(q), int(shared.size()));
-  const size_t n_nodes = shared.size() * size_t(layers) * 2;
-  auto node = [&](int32_t q, int l, int bwd) { return (size_t(shared[q]) * size_t(layers) + size_t(l)) * 2 + size_t(bwd); };
+  // Events: (exchange, layer, forward/backward) → node; edges follow each rank's order.
+  std::vector<std::vector<std::vector<Exchange>>> sched(p.ranks.size());  // [rank][micro-batch]
+  std::map<Exchange, size_t> index;  // exchange → compact index
+  for (size_t r = 0; r < p.ranks.size(); r++)
+    for (size_t k = 0; k < p.ranks[r].micro_batches.size(); k++) {
+      sched[r].push_back(exchanges(p, int(r), k, rule));
+      for (const Exchange& e : sched[r].back()) index.emplace(e, index.size());
+    }
+  const size_t n_nodes = index.size() * size_t(layers) * 2;
+  auto node = [&](const Exchange& e, int l, int bwd) {
+    return (index[e] * size_t(layers) + size_t(l)) * 2 + size_t(bwd);
+  };
   std::vector<std::vector<size_t>> next(n_nodes);
   std::vector<int> indeg(n_nodes, 0);
-  for (const RankPlan& rp : p.ranks) {
+  for (const auto& rank_sched : sched) {
     size_t prev = SIZE_MAX;
     auto visit = [&](size_t n) {
       if (prev != SIZE_MAX) {
@@ -80,12 +117,11 @@ void hdp_check_order(const Plan& p, int layers) {
       }
       prev = n;
     };
-    for (const MicroBatch& mb : rp.micro_batches) {
-      const std::vector<int32_t> s = shared_seqs(p, mb);
-      for (int l = 0; l < layers; l++)  // forward: layer by layer, runs in slice order
-        for (int32_t q : s) visit(node(q, l, 0));
+    for (const std::vector<Exchange>& s : rank_sched) {
+      for (int l = 0; l < layers; l++)  // forward: layer by layer, exchanges in order
+        for (const Exchange& e : s) visit(node(e, l, 0));
       for (int l = layers - 1; l >= 0; l--)  // backward
-        for (int32_t q : s) visit(node(q, l, 1));
+        for (const Exchange& e : s) visit(node(e, l, 1));
     }
   }
   // Kahn's algorithm: every event must get a place in one global order.
@@ -129,6 +165,42 @@ RingPlacement hdp_ring_placement(const Plan& p, int32_t seq) {
   return ring_zigzag(std::vector<int>(sp.ranks.begin(), sp.ranks.end()), {0, int32_t(sp.length)});
 }
 
+PackedMicroBatch hdp_packed_placement(const Plan& p, int rank, size_t k, const RingRule& rule) {
+  int first = 0;
+  PackedMicroBatch pm;
+  pm.seqs = group_seqs(p, rank, k, &first);
+  std::map<int32_t, int32_t> doc_at;  // sequence → its first stream row
+  pm.ring.cu_seqlens = {0};
+  for (int32_t q : pm.seqs) {
+    doc_at[q] = pm.ring.cu_seqlens.back();
+    pm.ring.cu_seqlens.push_back(int32_t(pm.ring.cu_seqlens.back() + p.seqs[size_t(q)].length));
+  }
+  for (int r = first; r < first + p.cp_degree; r++) {
+    std::vector<int32_t> rows;
+    for (const Slice& sl : p.ranks[size_t(r)].micro_batches[k].slices)
+      for (const SeqRange& sr : slice_rows(p, sl, r, rule))
+        for (int64_t t = sr.begin; t < sr.end; t++) rows.push_back(int32_t(doc_at[sl.seq] + t));
+    if (rows.empty()) continue;
+    std::sort(rows.begin(), rows.end());
+    pm.ring.ranks.push_back(r);
+    pm.ring.rows.push_back(std::move(rows));
+  }
+  ring_check(pm.ring);
+  return pm;
+}
+
+bool hdp_packed(const Plan& p, int rank, size_t k, const RingRule& rule) {
+  if (p.cp_degree < 2 || rule.window <= 0) return false;
+  int first = 0;
+  bool shared = false;
+  for (int32_t q : group_seqs(p, rank, k, &first)) {
+    const SeqPlan& sp = p.seqs[size_t(q)];
+    if (sp.length > rule.window) return false;
+    shared |= sp.ranks.size() > 1;
+  }
+  return shared;
+}
+
 HdpTrainer::HdpTrainer(Comm& comm, Model& model, AdamW opt, bool zero1)
     : comm_(comm), model_(model), opt_(std::move(opt)), zero1_(zero1),
       ring_(ring_rule(model.config)), attn_(comm, model.config.num_hidden_layers) {
@@ -150,15 +222,27 @@ HdpStepResult HdpTrainer::step(const HdpStepData& d, float lr, float clip) {
   const float dloss = 1.0f / float(d.n_targets);
   const int64_t bytes0 = comm_.stats.bytes_sent;
   double loss_sum = 0;
-  size_t si = 0;  // this rank's slice index into d.tokens
-  for (const MicroBatch& mb : p.ranks[size_t(me)].micro_batches) {
+  size_t si = 0;  // this rank's first slice of the micro-batch, an index into d.tokens
+  const auto& mbs = p.ranks[size_t(me)].micro_batches;
+  for (size_t k = 0; k < mbs.size(); si += mbs[k++].slices.size()) {
+    const MicroBatch& mb = mbs[k];
+    LCX_CHECK(si + mb.slices.size() <= d.tokens.size(),
+              "HDP step: rank {} got tokens for {} slices, its plan has more", me, d.tokens.size());
+    // Packed dist-attn: the slices in the packed stream's order (ascending sequence ids), one ring
+    // run over all of them.
+    const bool packed = hdp_packed(p, me, k, ring_);
+    std::vector<size_t> order(mb.slices.size());
+    std::iota(order.begin(), order.end(), size_t(0));
+    if (packed)
+      std::sort(order.begin(), order.end(),
+                [&](size_t a, size_t b) { return mb.slices[a].seq < mb.slices[b].seq; });
     // The packed stream: one document per slice (a ring part: its zig-zag chunks back to back),
     // positions global within its sequence.
     tok_.clear(), tgt_.clear(), pos_.clear(), cu_.assign(1, 0);
     std::vector<CpRun> runs;
-    for (const Slice& sl : mb.slices) {
-      LCX_CHECK(si < d.tokens.size(), "HDP step: rank {} got tokens for {} slices, its plan has more", me, d.tokens.size());
-      const std::vector<int32_t>& t = d.tokens[si++];
+    for (size_t j : order) {
+      const Slice& sl = mb.slices[j];
+      const std::vector<int32_t>& t = d.tokens[si + j];
       const SeqPlan& sp = p.seqs[size_t(sl.seq)];
       const int64_t len = sp.length;
       const std::vector<SeqRange> rows = slice_rows(p, sl, me, ring_);
@@ -178,6 +262,7 @@ HdpStepResult HdpTrainer::step(const HdpStepData& d, float lr, float clip) {
       }
       cu_.push_back(int32_t(tok_.size()));
       const int64_t n = int64_t(tok_.size()) - row;
+      if (packed) continue;
       if (sp.ranks.size() > 1) {
         CpRun r;
         r.row_begin = row;
@@ -201,6 +286,14 @@ HdpStepResult HdpTrainer::step(const HdpStepData& d, float lr, float clip) {
         r.cu_seqlens = {0, int32_t(n)};
         runs.push_back(std::move(r));
       }
+    }
+    if (packed && !tok_.empty()) {
+      CpRun r;
+      r.kind = CpRun::Kind::ring;
+      r.row_end = int64_t(tok_.size());
+      r.ring = hdp_packed_placement(p, me, k, ring_).ring;
+      r.part = int(std::find(r.ring.ranks.begin(), r.ring.ranks.end(), me) - r.ring.ranks.begin());
+      runs.push_back(std::move(r));
     }
     if (tok_.empty()) continue;
     m.reserve(int(tok_.size()));
@@ -299,10 +392,11 @@ HdpPlanner hdp_planner(const HdpOptions& o, int ranks) {
   po.seed = o.train.seed;
   const Scheduler sc = o.scheduler;
   const int layers = o.train.config.num_hidden_layers;
-  return [po, sc, layers](const std::vector<int64_t>& len) {
+  const RingRule rule = ring_rule(o.train.config);
+  return [po, sc, layers, rule](const std::vector<int64_t>& len) {
     Plan p = plan_make(sc, len, po);
     plan_check(p, len, po);
-    hdp_check_order(p, layers);
+    hdp_check_order(p, layers, rule);
     return p;
   };
 }

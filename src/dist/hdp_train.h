@@ -14,18 +14,25 @@
 //    of gradients, AdamW on its chunk (moments only for it), all-gather of parameters. The same
 //    elementwise arithmetic as without ZeRO-1, so both give bit-identical parameters.
 //
+//  - Packed dist-attn (ByteScale §7): a static DP×CP micro-batch of a full-attention softmax
+//    model (Plan::cp_degree = N > 1, every sequence of it ≤ the window) is ONE ring call per layer
+//    over the CP group's whole packed micro-batch instead of one exchange per sequence
+//    (hdp_packed_placement): each rank holds zig-zag chunks i and 2N−1−i of every sequence of
+//    ≥ 2N tokens, so the causal work is balanced per sequence.
+//
 // Message order (no deadlock): a halo or ring exchange blocks until the partner ranks reach the
-// same attention call (a ring exchange: every rank of the sequence, at each of its N steps), and messages between two ranks with one tag (the layer) match in posting order,
-// so ranks must meet their shared sequences in a consistent order. Each rank runs, per
-// micro-batch in plan order, the forward of layers 0..L−1 and the backward of L−1..0, each over
-// the micro-batch's shared sequences in slice order. The rule, checked by hdp_check_order for
-// every plan: the graph whose nodes are these exchanges (sequence, layer, direction; each one
-// involving EVERY rank of the sequence, which covers the ring and over-approximates the halo) and
-// whose edges follow each rank's order is acyclic. Then all schedules are sub-sequences of one
-// global order (a topological order), and the first unfinished exchange always has all its
-// ranks ready. The planner's plans satisfy it: it places units in one global order, backfills
-// only single-rank micro-batches, and a static DP×CP micro-batch holds the same sequences, in
-// the same order, on every rank of its CP group.
+// same attention call (a ring exchange: every rank of the sequence, at each of its N steps), and
+// messages between two ranks with one tag (the layer) match in posting order, so ranks must meet
+// their exchanges in a consistent order. Each rank runs, per micro-batch in plan order, the
+// forward of layers 0..L−1 and the backward of L−1..0, each over the micro-batch's exchanges: its
+// shared sequences in slice order, or the one packed ring call. The rule, checked by
+// hdp_check_order for every plan: the graph whose nodes are these exchanges (sequence or packed
+// micro-batch, layer, direction; each one involving EVERY rank of the sequence or CP group, which
+// covers the ring and over-approximates the halo) and whose edges follow each rank's order is
+// acyclic. Then all schedules are sub-sequences of one global order (a topological order), and
+// the first unfinished exchange always has all its ranks ready. The planner's plans satisfy it:
+// it places units in one global order, backfills only single-rank micro-batches, and a static
+// DP×CP micro-batch holds the same sequences, in the same order, on every rank of its CP group.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -41,14 +48,30 @@
 
 namespace longctx {
 
-// Throws Error when the plan breaks the message-order rule above (model of `layers` layers).
-void hdp_check_order(const Plan& p, int layers);
+// Throws Error when the plan breaks the message-order rule above (model of `layers` layers whose
+// ring sequences and packed micro-batches `rule` names).
+void hdp_check_order(const Plan& p, int layers, const RingRule& rule);
 
 // The placement of sequence `seq` (over ≥ 2 ranks) as context-parallel parts: its ranks in
 // token order and their slice bounds; one document.
 CpPlacement hdp_placement(const Plan& p, int32_t seq);
 // The zig-zag ring placement of a ring sequence (RingRule) over its ranks; one document.
 RingPlacement hdp_ring_placement(const Plan& p, int32_t seq);
+
+// ByteScale §7 "packed dist-attn": micro-batch k of `rank`'s CP group of a static DP×CP plan
+// (ranks [gN, gN + N), N = Plan::cp_degree; micro-batch k of each of them holds slices of the same
+// sequences) as one packed stream: its sequences in ascending id order, and as the rows of group
+// rank r the slice_rows of r's slices (under a softmax rule: zig-zag chunks i and 2N−1−i of every
+// sequence of ≥ 2N tokens, the planner's contiguous slice of a shorter one; under RingRule{}: the
+// slices, i.e. contiguous splitting). The parts are the group ranks holding rows.
+struct PackedMicroBatch {
+  std::vector<int32_t> seqs;  // the stream's documents (sequence ids, ascending)
+  RingPlacement ring;
+};
+PackedMicroBatch hdp_packed_placement(const Plan& p, int rank, size_t k, const RingRule& rule);
+// Whether `rank`'s micro-batch k runs packed dist-attn: a static DP×CP plan (cp_degree > 1), a
+// softmax rule whose window covers every sequence of the micro-batch, one of them over ≥ 2 ranks.
+bool hdp_packed(const Plan& p, int rank, size_t k, const RingRule& rule);
 
 struct HdpStepResult {
   double loss = 0;       // mean over the global batch's predicted tokens
@@ -96,7 +119,8 @@ struct HdpOptions {
   bool remote_loader = false;    // rank 0 plans and sends each rank its plan and slices
 };
 
-// The planner of a run: plan_make + plan_check + hdp_check_order over `ranks` ranks.
+// The planner of a run: plan_make + plan_check + hdp_check_order over `ranks` ranks (ring rule of
+// o.train.config).
 HdpPlanner hdp_planner(const HdpOptions& o, int ranks);
 
 // `mpirun -np N longctx train --hdp`: the training loop on every rank; rank 0 writes metrics

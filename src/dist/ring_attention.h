@@ -23,8 +23,9 @@
 //  - contiguous: the CpPlacement of the halo exchange (part i = rows [b_i, b_{i+1})); the last
 //    part does N times the first part's attention work.
 // A part's rows are in ascending stream order; the caller's q/k/v/out rows are in that order.
-// In training, the HDP runtime's layer hook (cp_layer.h) runs a part of a ring sequence with these
-// functions (messages of layer l: tags 2l and 2l+1).
+// In training, the HDP runtime's layer hook (cp_layer.h) runs a part of a ring sequence, or of a
+// static DP×CP micro-batch's packed stream (packed dist-attn), with these functions (messages of
+// layer l: tags 2l and 2l+1).
 #pragma once
 #include <cstdint>
 #include <utility>
