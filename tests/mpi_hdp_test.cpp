@@ -24,7 +24,7 @@
 //   packed [C]             packed dist-attn (static DP×CP, full attention; rank 0, planning only):
 //                          ≥ 2N-token sequences of a packed micro-batch placed as ring_zigzag;
 //                          attention pairs per rank, zig-zag vs contiguous splitting (JSON)
-//   mkdata DIR [DOCS LONGEST]  writes DIR/train.bin for the CLI tests and benchmarks (no MPI)
+//   mkdata DIR [DOCS LONGEST]  writes DIR/train.bin and val.bin for the CLI tests and benchmarks (no MPI)
 //   mkdist DIR DIST TOKENS CONTEXT [VOCAB]  DIR/train.bin of random tokens (vocabulary VOCAB,
 //                          default 32000) in documents whose lengths are drawn from a named
 //                          distribution (lengths_sample: bytescale, github, uniform), each ≤
@@ -379,6 +379,7 @@ void mkdata(const std::string& dir, int n_docs, int64_t longest) {
   std::vector<int64_t> len;
   for (int i = 0; i < n_docs; i++) len.push_back(1 + int64_t(rng.below(uint64_t(i % 5 == 0 ? longest : longest / 4))));
   shard_write(dir + "/train.bin", 128, random_docs(len, 128, 12));
+  shard_write(dir + "/val.bin", 128, random_docs(std::vector<int64_t>(8, longest / 4), 128, 13));
 }
 
 // Documents of lengths drawn from `dist` (the multi-GPU benchmark's mixed-length data).

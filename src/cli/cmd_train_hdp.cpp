@@ -52,8 +52,9 @@ std::function<bool(const TrainOptions&)> add_train_hdp(CLI::App* cmd) {
       }
       const TrainResult r = hdp_train(*comm, *o, mpi.get());
       if (comm->rank() == 0)
-        fmt::print("trained {} steps on {} ranks (HDP, {}, {}), {:.0f} tokens/s\n", r.steps_done,
-                   comm->size(), *scheduler, comm->name(), r.tokens_per_s);
+        fmt::print("trained {} steps on {} ranks (HDP, {}, {}), {:.0f} tokens/s{}\n", r.steps_done,
+                   comm->size(), *scheduler, comm->name(), r.tokens_per_s,
+                   r.val_losses.empty() ? "" : fmt::format(", final val_loss {:.4f}", r.val_losses.back()));
     } catch (const std::exception& e) {  // one rank's error ends every rank, not a hang
       comm->abort(fmt::format("error: {}", e.what()));
     }

@@ -409,6 +409,8 @@ TrainResult hdp_train(Comm& comm, const HdpOptions& o, Comm* loader_comm) {
   const int64_t budget = o.step_tokens > 0 ? o.step_tokens : int64_t(P) * o.capacity;
   const int64_t max_len = o.max_len > 0 ? o.max_len : int64_t(P) * o.capacity;
   const std::string train_bin = t.data_dir + "/train.bin", tok_model = t.data_dir + "/tokenizer.model";
+  const std::string val_bin = t.data_dir + "/val.bin";  // optional: validation passes when present
+  const bool validate = fs::exists(val_bin);
   const std::string ckpt_dir = t.out_dir + "/checkpoint";
 
   Config cfg = t.config;
@@ -507,15 +509,25 @@ TrainResult hdp_train(Comm& comm, const HdpOptions& o, Comm* loader_comm) {
       mb_max = std::max(mb_max, rp.micro_batches.size());
     }
     if (me == 0) {
-      metrics << nlohmann::json{{"step", step + 1}, {"loss", r.loss}, {"lr", lr},
-                                {"grad_norm", r.grad_norm}, {"tokens_per_s", double(r.tokens) / dt},
-                                {"tokens", tokens_seen}, {"elapsed_s", since(t0)},
-                                {"sequences", d.plan.seqs.size()}, {"micro_batches_min", mb_min},
-                                {"micro_batches_max", mb_max}, {"cp_bytes", r.cp_bytes},
-                                {"scheduler", d.plan.scheduler}}.dump()
-              << '\n' << std::flush;
+      nlohmann::json row{{"step", step + 1}, {"loss", r.loss}, {"lr", lr},
+                         {"grad_norm", r.grad_norm}, {"tokens_per_s", double(r.tokens) / dt},
+                         {"tokens", tokens_seen}, {"elapsed_s", since(t0)},
+                         {"sequences", d.plan.seqs.size()}, {"micro_batches_min", mb_min},
+                         {"micro_batches_max", mb_max}, {"cp_bytes", r.cp_bytes},
+                         {"scheduler", d.plan.scheduler}};
+      // Validation on rank 0 alone, on its full parameters (gathered after every step), with the
+      // backend's own attention (the context-parallel hook is installed per micro-batch only);
+      // the other ranks wait for it in the next step's first exchange.
+      if (validate && ((t.eval_every > 0 && (step + 1) % t.eval_every == 0) || step + 1 == last)) {
+        model.reserve(int(o.capacity));
+        const double vl = validation_loss(model, val_bin, 1, int(o.capacity), t.eval_tokens);
+        row["val_loss"] = vl;
+        res.val_losses.push_back(vl);
+      }
+      metrics << row.dump() << '\n' << std::flush;
       if (!t.quiet && !progress_is_tty())
-        fmt::print(stderr, "step {:>5}  loss {:.4f}  lr {:.2e}  {:.0f} tok/s\n", step + 1, r.loss,
+        fmt::print(stderr, "step {:>5}  loss {:.4f}{}  lr {:.2e}  {:.0f} tok/s\n", step + 1, r.loss,
+                   row.contains("val_loss") ? fmt::format("  val_loss {:.4f}", row["val_loss"].get<double>()) : "",
                    lr, double(r.tokens) / dt);
     }
     bar.update(uint64_t(step + 1));

@@ -19,10 +19,7 @@ namespace fs = std::filesystem;
 
 namespace longctx {
 
-namespace {
-
-// Mean validation loss over the first `max_tokens` tokens of the validation split.
-double evaluate(Model& m, const std::string& val_path, int B, int S, int64_t max_tokens) {
+double validation_loss(Model& m, const std::string& val_path, int B, int S, int64_t max_tokens) {
   ValidationBatches val(val_path, B, S, max_tokens);
   double sum = 0.0;
   int64_t n = 0;
@@ -35,6 +32,8 @@ double evaluate(Model& m, const std::string& val_path, int B, int S, int64_t max
   LCX_CHECK(n > 0, "validation split {} has no tokens to predict", val_path);
   return sum / double(n);
 }
+
+namespace {
 
 class Metrics {
  public:
@@ -171,7 +170,7 @@ TrainResult train(const TrainOptions& o) {
     const bool final_step = step + 1 == last;
     const bool out_of_time = o.max_minutes > 0 && elapsed() > o.max_minutes * 60.0;
     if ((o.eval_every > 0 && (step + 1) % o.eval_every == 0) || final_step || out_of_time) {
-      double vl = evaluate(model, val_bin, o.batch, o.seq, o.eval_tokens);
+      double vl = validation_loss(model, val_bin, o.batch, o.seq, o.eval_tokens);
       row["val_loss"] = vl;
       res.val_losses.push_back(vl);
       if (!o.quiet)

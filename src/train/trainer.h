@@ -46,6 +46,10 @@ struct TrainResult {
 
 TrainResult train(const TrainOptions& o);
 
+// Mean loss over the first `max_tokens` tokens of a validation shard, in B×S batches (forward
+// only, documents packed as the training loader does).
+double validation_loss(Model& m, const std::string& val_path, int B, int S, int64_t max_tokens);
+
 // The model's view of a loader batch (no copy).
 TokenBatch batch_view(const Batch& b);
 
