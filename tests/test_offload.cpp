@@ -138,8 +138,9 @@ TEST(Offload, PolicyParsing) {
   EXPECT_EQ(offload_policy_from_string("0.5").r, 0.5);
   for (const char* bad : {"1.5", "-0.1", "abc", "0.5x", "", "nan"})
     expect_error([&] { offload_policy_from_string(bad); }, {"--offload", "ratio r in [0, 1]"});
-  // Eq. 3: r* = T(s)·min(B) / Act(s), clamped to [0, 1]
-  EXPECT_DOUBLE_EQ(offload_ratio_auto(0.01, 1e9, 50e9, 40e9), 0.4);
+  // Eq. 3 split by direction, clamped to [0, 1]: D2H under the forward (T/3), H2D under the backward (2T/3): min(0.01/3·50e9, 0.02/3·40e9)/1e9
+  EXPECT_DOUBLE_EQ(offload_ratio_auto(0.03, 1e9, 50e9, 40e9), 0.5);
+  EXPECT_DOUBLE_EQ(offload_ratio_auto(0.03, 1e9, 50e9, 10e9), 0.2);  // the H2D side limits
   EXPECT_DOUBLE_EQ(offload_ratio_auto(1.0, 1e9, 50e9, 40e9), 1.0);
   Model m(small_config(AttnKind::swat, 2), backend_cpu());
   m.offload = 2;

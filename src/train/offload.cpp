@@ -25,7 +25,8 @@ OffloadPolicy offload_policy_from_string(const std::string& s) {
 double offload_ratio_auto(double layer_time_s, double layer_act_bytes, double b_d2h, double b_h2d) {
   LCX_CHECK(layer_act_bytes > 0 && b_d2h > 0 && b_h2d > 0,
             "offload auto: activation bytes and copy bandwidths must be > 0");
-  return std::clamp(layer_time_s * std::min(b_d2h, b_h2d) / layer_act_bytes, 0.0, 1.0);
+  const double t_fwd = layer_time_s / 3, t_bwd = 2 * layer_time_s / 3;
+  return std::clamp(std::min(t_fwd * b_d2h, t_bwd * b_h2d) / layer_act_bytes, 0.0, 1.0);
 }
 
 }  // namespace longctx
