@@ -1,8 +1,9 @@
 // Inference benchmarks (issue 6; not tests). Each mode prints one JSON object per line.
-//   bench_infer memory --attn swat|softmax --context N   RSS after prefilling N tokens and
-//       decoding 128 (run each N in a fresh process); a small random-init model.
+//   bench_infer memory --attn swat|softmax --context N   RSS (and device peak) after prefilling
+//       N tokens and decoding 128 (run each N in a fresh process); a small random-init model.
 //   bench_infer throughput [--preset small]              prefill tokens/s (4096-token prompt),
 //       decode tokens/s at batch 1 and 32 (256-token prompts: the window is full).
+//   Both take --device cpu|cpu_ref|cuda (default cpu).
 //   bench_infer load --ckpt DIR [--requests 1000 --concurrency 64]   HTTP load on 127.0.0.1 against
 //       an in-process `longctx serve`: 10 % malformed, 5 % disconnect mid-stream; p50/p99.
 #include <arpa/inet.h>
@@ -18,6 +19,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -58,6 +60,15 @@ std::vector<int32_t> random_tokens(size_t n, int V, uint64_t seed) {
   return random_batch(1, int(n), V, seed).tokens;
 }
 
+// A random-init model on --device (initialised on the host, then uploaded).
+std::unique_ptr<Model> random_model(const Config& c, int argc, char** argv) {
+  auto m = std::make_unique<Model>(c, backend_get(arg(argc, argv, "--device", "cpu").c_str()));
+  std::vector<float> p(m->params.size());
+  param_init(p.data(), m->layout, c, 1);
+  m->params.upload(p.data(), p.size());
+  return m;
+}
+
 int memory(int argc, char** argv) {
   const std::string attn = arg(argc, argv, "--attn", "swat");
   const long context = std::stol(arg(argc, argv, "--context", "1024"));
@@ -65,11 +76,10 @@ int memory(int argc, char** argv) {
   c.hidden_size = 128, c.num_hidden_layers = 2, c.num_attention_heads = 2, c.num_key_value_heads = 2;
   c.intermediate_size = 384, c.vocab_size = 4096, c.window = 256;
   if (attn == "softmax") c.attention = AttnKind::softmax, c.alibi = Alibi::none, c.window = 1 << 30;
-  Model m(c, backend_cpu());
-  param_init(m.params.data(), m.layout, c, 1);
+  auto m = random_model(c, argc, argv);
   EngineOptions eo;
   eo.max_context = int(context + 128);
-  Engine e(m, eo);
+  Engine e(*m, eo);
   const double rss0 = proc_mib("VmRSS:");
   KvCache cache = e.new_cache();
   std::vector<float> logits(c.vocab_size);
@@ -93,6 +103,7 @@ int memory(int argc, char** argv) {
               {"model", "d128 L2 H2 ffn384 vocab4096 window " + std::string(attn == "swat" ? "256" : "full")},
               {"rss_start_mib", rss0}, {"rss_after_prefill_mib", rss_prefill},
               {"rss_after_decode128_mib", proc_mib("VmRSS:")}, {"rss_peak_mib", proc_mib("VmHWM:")},
+              {"device", m->backend->name}, {"device_peak_mib", double(m->backend->peak_bytes()) / (1 << 20)},
               {"kv_cache_mib", double(cache.bytes()) / (1 << 20)},
               {"engine_scratch_mib", double(e.scratch_bytes()) / (1 << 20)},
               {"prefill_tok_s", double(context) / prefill_s}, {"decode_tok_s", 128 / decode_s}};
@@ -103,9 +114,9 @@ int memory(int argc, char** argv) {
 int throughput(int argc, char** argv) {
   const std::string preset = arg(argc, argv, "--preset", "small");
   Config c = config_preset(preset);
-  Model m(c, backend_cpu());
-  param_init(m.params.data(), m.layout, c, 1);
-  Engine e(m, {});
+  auto m = random_model(c, argc, argv);
+  const char* device = m->backend->name;
+  Engine e(*m, {});
   const int V = c.vocab_size;
   std::vector<float> logits(size_t(32) * V);
   {  // prefill: a 4096-token prompt in 512-token chunks
@@ -116,7 +127,7 @@ int throughput(int argc, char** argv) {
     auto t0 = Clock::now();
     e.prefill(kc, p.data(), int(p.size()), logits.data());
     const double s = secs(t0);
-    std::puts(json{{"bench", "prefill"}, {"preset", preset}, {"prompt", 4096}, {"chunk", 512},
+    std::puts(json{{"bench", "prefill"}, {"preset", preset}, {"device", device}, {"prompt", 4096}, {"chunk", 512},
                    {"tok_s", 4096 / s}}.dump().c_str());
   }
   for (int B : {1, 32}) {
@@ -138,7 +149,7 @@ int throughput(int argc, char** argv) {
         toks[b] = int32_t(std::max_element(&logits[size_t(b) * V], &logits[size_t(b + 1) * V]) - &logits[size_t(b) * V]);
     }
     best = double(steps) * B / secs(t0);
-    std::puts(json{{"bench", "decode"}, {"preset", preset}, {"batch", B}, {"context", 256 + steps},
+    std::puts(json{{"bench", "decode"}, {"preset", preset}, {"device", device}, {"batch", B}, {"context", 256 + steps},
                    {"steps", steps}, {"tok_s", best}, {"ms_per_step", 1000.0 * B / best}}.dump().c_str());
   }
   return 0;

@@ -4,7 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
+#include <type_traits>
 
 #include "core/error.h"
 
@@ -13,22 +13,24 @@ namespace longctx {
 Engine::Engine(Model& m, const EngineOptions& opt) : m_(m), opt_(opt) {
   LCX_CHECK(opt.chunk >= 1, "engine: chunk must be ≥ 1, got {}", opt.chunk);
   LCX_CHECK(opt.max_context >= 1, "engine: max_context must be ≥ 1, got {}", opt.max_context);
-  LCX_CHECK(!m.backend->device, "engine: inference runs on host backends (cpu, cpu_ref), not '{}'",
-            m.backend->name);
 }
 
 void Engine::reserve(int T, int n_segs, int kv_rows) {
   const Config& c = m_.config;
+  const Backend& be = *m_.backend;
   const size_t d = c.hidden_size, qd = size_t(c.num_attention_heads) * c.head_dim();
   const size_t kvd = size_t(c.num_key_value_heads) * c.head_dim(), F = c.intermediate_size;
-  auto grow = [](std::vector<float>& b, size_t n) { if (b.size() < n) b.resize(n); };
+  auto grow = [&](auto& b, size_t n) { if (b.size() < n) b = std::decay_t<decltype(b)>(be, n); };
   const size_t rows = size_t(std::max(T, n_segs));
   grow(x_, rows * d), grow(ln_, rows * d), grow(rstd_, rows), grow(mid_, T * d);
   grow(q_, T * qd), grow(att_, T * qd), grow(k_, T * kvd), grow(v_, T * kvd);
   grow(lse_, size_t(T) * c.num_attention_heads);
   grow(gate_, T * F), grow(up_, T * F), grow(h_, T * F), grow(last_, n_segs * d);
-  if (tokens_.size() < size_t(T)) tokens_.resize(T), pos_.resize(T);
-  const size_t threads = size_t(omp_get_max_threads());
+  if (be.device) grow(logits_, size_t(n_segs) * c.vocab_size);
+  grow(tokens_, size_t(T)), grow(pos_, size_t(T));
+  if (host_tokens_.size() < size_t(T)) host_tokens_.resize(T), host_pos_.resize(T);
+  // Host backends attend to several segments in parallel (one scratch per thread).
+  const size_t threads = be.device ? 1 : size_t(omp_get_max_threads());
   if (gk_.size() < threads) gk_.resize(threads), gv_.resize(threads);
   for (size_t i = 0; i < threads; i++) grow(gk_[i], size_t(kv_rows) * kvd), grow(gv_[i], size_t(kv_rows) * kvd);
   T_max_ = std::max(T_max_, T);
@@ -36,10 +38,10 @@ void Engine::reserve(int T, int n_segs, int kv_rows) {
 
 size_t Engine::scratch_bytes() const {
   size_t n = 0;
-  for (const auto* b : {&x_, &ln_, &rstd_, &q_, &k_, &v_, &att_, &lse_, &mid_, &gate_, &up_, &h_, &last_})
-    n += b->capacity();
-  for (size_t i = 0; i < gk_.size(); i++) n += gk_[i].capacity() + gv_[i].capacity();
-  return n * sizeof(float);
+  for (const auto* b : {&x_, &ln_, &rstd_, &q_, &k_, &v_, &att_, &lse_, &mid_, &gate_, &up_, &h_, &last_, &logits_})
+    n += b->size();
+  for (size_t i = 0; i < gk_.size(); i++) n += gk_[i].size() + gv_[i].size();
+  return n * sizeof(float) + (tokens_.size() + pos_.size()) * sizeof(int32_t);
 }
 
 void Engine::forward(const Segment* segs, int n_segs, float* logits) {
@@ -56,6 +58,7 @@ void Engine::forward(const Segment* segs, int n_segs, float* logits) {
   for (int i = 0; i < n_segs; i++) {
     const Segment& s = segs[i];
     LCX_CHECK(s.cache && s.n >= 1, "engine: segment {} is empty", i);
+    LCX_CHECK(s.cache->be == &be, "engine: segment {}'s cache is on another backend", i);
     for (int j = 0; j < i; j++) LCX_CHECK(segs[j].cache != s.cache, "engine: segments {} and {} share a cache", j, i);
     for (int j = 0; j < s.n; j++)
       LCX_CHECK(s.tokens[j] >= 0 && s.tokens[j] < V, "token id {} is outside the vocabulary [0, {})", s.tokens[j], V);
@@ -67,11 +70,14 @@ void Engine::forward(const Segment* segs, int n_segs, float* logits) {
   reserve(T, n_segs, kv_rows);
   for (int i = 0; i < n_segs; i++)
     for (int j = 0; j < segs[i].n; j++) {
-      tokens_[off[i] + j] = segs[i].tokens[j];
-      pos_[off[i] + j] = int32_t(segs[i].cache->n_past + j);  // absolute position (RoPE)
+      host_tokens_[off[i] + j] = segs[i].tokens[j];
+      host_pos_[off[i] + j] = int32_t(segs[i].cache->n_past + j);  // absolute position (RoPE)
     }
+  tokens_.upload(host_tokens_.data(), size_t(T));
+  pos_.upload(host_pos_.data(), size_t(T));
 
   const AttnShape shape = model_attn_shape(m_);
+  const size_t kv_bytes = sizeof(float) * size_t(kvd);
   // Queries of segment i against [its cache's last w−1 entries + its own keys]. Before the ring
   // first wraps (always, for a softmax-full cache) those rows are contiguous in the cache: store
   // the segment's keys first and attend in place; otherwise gather them into a scratch copy.
@@ -88,8 +94,8 @@ void Engine::forward(const Segment* segs, int n_segs, float* logits) {
     } else {
       float *gk = gk_[tid].data(), *gv = gv_[tid].data();
       kv_cache_gather(kc, l, gk, gv);
-      std::memcpy(gk + size_t(no) * kvd, k_.data() + size_t(t0) * kvd, sizeof(float) * sg.n * kvd);
-      std::memcpy(gv + size_t(no) * kvd, v_.data() + size_t(t0) * kvd, sizeof(float) * sg.n * kvd);
+      be.copy(gk + size_t(no) * kvd, k_.data() + size_t(t0) * kvd, sg.n * kv_bytes, Copy::within);
+      be.copy(gv + size_t(no) * kvd, v_.data() + size_t(t0) * kvd, sg.n * kv_bytes, Copy::within);
       K = gk, Vv = gv;
     }
     AttnShape s = shape;
@@ -108,8 +114,8 @@ void Engine::forward(const Segment* segs, int n_segs, float* logits) {
     // x = x + Attn(RMSNorm(x));  x = x + SwiGLU(RMSNorm(x)), as model_forward
     layer_qkv_forward(m_, l, q_.data(), k_.data(), v_.data(), ln_.data(), rstd_.data(), x,
                       pos_.data(), T);
-    if (n_segs == 1) {
-      attend(l, 0, 0);  // the kernel parallelises inside
+    if (n_segs == 1 || be.device) {
+      for (int i = 0; i < n_segs; i++) attend(l, i, 0);  // the kernel parallelises inside
     } else {
 #pragma omp parallel for schedule(dynamic)
       for (int i = 0; i < n_segs; i++) attend(l, i, omp_get_thread_num());
@@ -123,10 +129,14 @@ void Engine::forward(const Segment* segs, int n_segs, float* logits) {
   }
   for (int i = 0; i < n_segs; i++) {
     segs[i].cache->n_past += segs[i].n;
-    std::memcpy(last_.data() + size_t(i) * d, x + size_t(off[i] + segs[i].n - 1) * d, sizeof(float) * d);
+    be.copy(last_.data() + size_t(i) * d, x + size_t(off[i] + segs[i].n - 1) * d,
+            sizeof(float) * d, Copy::within);
   }
+  // Only the last row of each segment reaches the head; a device sends those n_segs rows back.
+  float* out = be.device ? logits_.data() : logits;
   be.rmsnorm_forward(ln_.data(), rstd_.data(), last_.data(), w + P.lnf, n_segs, d, c.rms_norm_eps);
-  be.matmul_forward(logits, ln_.data(), w + P.lm_head, n_segs, d, V);
+  be.matmul_forward(out, ln_.data(), w + P.lm_head, n_segs, d, V);
+  if (be.device) logits_.download(logits, size_t(n_segs) * V);
 }
 
 void Engine::prefill(KvCache& c, const int32_t* tokens, int n, float* logits) {

@@ -11,6 +11,8 @@
 //                     one Engine::forward over every running sequence's next token plus one
 //                     prefill chunk of the oldest waiting request. `n` samples of a prompt share
 //                     its prefill (the cache is copied n times).
+// Any backend: caches, activations and scratch live in the backend's memory (Buffer); the host
+// only sends tokens and positions and receives each segment's last-row logits (Backend::copy).
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -46,12 +48,12 @@ class Engine {
   Engine(Model& m, const EngineOptions& opt);
   const Config& config() const { return m_.config; }
   const EngineOptions& options() const { return opt_; }
-  KvCache new_cache() const { return kv_cache_init(m_.config, opt_.max_context); }
+  KvCache new_cache() const { return kv_cache_init(m_.config, opt_.max_context, *m_.backend); }
   // Tokens a new sequence may hold in total (prompt + generated).
   int64_t max_sequence() const { return new_cache().room(); }
 
   // Feeds each segment's tokens at positions cache->n_past.. and appends their keys/values;
-  // writes the logits (V) of each segment's last token to logits + i·V.
+  // writes the logits (V) of each segment's last token to logits + i·V (host memory).
   void forward(const Segment* segs, int n_segs, float* logits);
   // Chunked prefill of n ≥ 1 tokens; logits (V) of the last one.
   void prefill(KvCache& c, const int32_t* tokens, int n, float* logits);
@@ -62,9 +64,11 @@ class Engine {
   Model& m_;
   EngineOptions opt_;
   int T_max_ = 0;
-  std::vector<float> x_, ln_, rstd_, q_, k_, v_, att_, lse_, mid_, gate_, up_, h_, last_;
-  std::vector<int32_t> tokens_, pos_;
-  std::vector<std::vector<float>> gk_, gv_;  // per-thread [cache + chunk] keys/values
+  Buffer<float> x_, ln_, rstd_, q_, k_, v_, att_, lse_, mid_, gate_, up_, h_, last_;
+  Buffer<float> logits_;                     // device backends: the logits before the download
+  Buffer<int32_t> tokens_, pos_;
+  std::vector<int32_t> host_tokens_, host_pos_;
+  std::vector<Buffer<float>> gk_, gv_;       // per-thread [cache + chunk] keys/values
 };
 
 enum class Finish { none, stop, length, cancelled, error };

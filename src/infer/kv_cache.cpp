@@ -2,15 +2,15 @@
 
 #include <algorithm>
 #include <climits>
-#include <cstring>
 
 #include "core/error.h"
 
 namespace longctx {
 
-KvCache kv_cache_init(const Config& c, int max_context) {
+KvCache kv_cache_init(const Config& c, int max_context, const Backend& be) {
   LCX_CHECK(max_context >= 1, "max_context must be ≥ 1, got {}", max_context);
   KvCache kv;
+  kv.be = &be;
   kv.layers = c.num_hidden_layers;
   kv.kvd = c.num_key_value_heads * c.head_dim();
   kv.window = c.window;
@@ -38,12 +38,16 @@ void kv_cache_reserve(KvCache& c, int n) {
             c.capacity);
   const int64_t need = std::min<int64_t>(c.capacity, c.n_past + n);
   if (need <= c.rows) return;
-  // Grow geometrically; before the first wrap (n_past < capacity) slot p % capacity == p.
+  // Grow geometrically; before the first wrap (n_past < capacity) slot p % capacity == p, so
+  // the first `rows` entries move over as they are.
   const int rows = int(std::min<int64_t>(c.capacity, std::max<int64_t>(need, 2 * int64_t(c.rows))));
-  for (int l = 0; l < c.layers; l++) {
-    c.k[l].resize(size_t(rows) * c.kvd);
-    c.v[l].resize(size_t(rows) * c.kvd);
-  }
+  const size_t keep = sizeof(float) * size_t(c.rows) * c.kvd;
+  for (auto* kv : {&c.k, &c.v})
+    for (Buffer<float>& b : *kv) {
+      Buffer<float> grown(*c.be, size_t(rows) * c.kvd);
+      if (keep) c.be->copy(grown.data(), b.data(), keep, Copy::within);
+      b = std::move(grown);
+    }
   c.rows = rows;
 }
 
@@ -54,18 +58,22 @@ void kv_cache_gather(const KvCache& c, int l, float* k_out, float* v_out) {
   while (done < n) {  // at most two runs: up to the end of the ring, then from slot 0
     const int slot = int((first + done) % c.capacity);
     const int run = std::min(n - done, c.capacity - slot);
-    std::memcpy(k_out + size_t(done) * kvd, c.k[l].data() + size_t(slot) * kvd, sizeof(float) * run * kvd);
-    std::memcpy(v_out + size_t(done) * kvd, c.v[l].data() + size_t(slot) * kvd, sizeof(float) * run * kvd);
+    const size_t bytes = sizeof(float) * size_t(run) * kvd;
+    c.be->copy(k_out + size_t(done) * kvd, c.k[l].data() + size_t(slot) * kvd, bytes, Copy::within);
+    c.be->copy(v_out + size_t(done) * kvd, c.v[l].data() + size_t(slot) * kvd, bytes, Copy::within);
     done += run;
   }
 }
 
 void kv_cache_store(KvCache& c, int l, const float* k, const float* v, int n) {
   const int kvd = c.kvd, keep = std::min(n, c.capacity);
-  for (int i = n - keep; i < n; i++) {
+  for (int i = n - keep; i < n;) {  // at most two runs: up to the end of the ring, then slot 0
     const int slot = int((c.n_past + i) % c.capacity);
-    std::memcpy(c.k[l].data() + size_t(slot) * kvd, k + size_t(i) * kvd, sizeof(float) * kvd);
-    std::memcpy(c.v[l].data() + size_t(slot) * kvd, v + size_t(i) * kvd, sizeof(float) * kvd);
+    const int run = std::min(n - i, c.capacity - slot);
+    const size_t bytes = sizeof(float) * size_t(run) * kvd;
+    c.be->copy(c.k[l].data() + size_t(slot) * kvd, k + size_t(i) * kvd, bytes, Copy::within);
+    c.be->copy(c.v[l].data() + size_t(slot) * kvd, v + size_t(i) * kvd, bytes, Copy::within);
+    i += run;
   }
 }
 

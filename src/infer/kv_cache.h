@@ -12,17 +12,19 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/backend.h"
 #include "model/config.h"
 
 namespace longctx {
 
 struct KvCache {
+  const Backend* be = nullptr;
   int layers = 0, kvd = 0;  // kvd = Hkv·D floats per entry
   int window = 0;           // model window w
   int capacity = 0;         // ring entries per layer
   int rows = 0;             // entries allocated per layer (≤ capacity)
   int64_t n_past = 0;       // tokens consumed = absolute position of the next token
-  std::vector<std::vector<float>> k, v;  // per layer: (rows, kvd)
+  std::vector<Buffer<float>> k, v;  // per layer: (rows, kvd)
 
   // Entries a chunk starting at n_past must read from the cache.
   int n_old() const;
@@ -31,12 +33,14 @@ struct KvCache {
   size_t bytes() const;  // allocated cache memory
 };
 
-KvCache kv_cache_init(const Config& c, int max_context);
+KvCache kv_cache_init(const Config& c, int max_context, const Backend& be);
 // Make room for `n` more tokens (throws Error when a bounded cache would overflow).
 void kv_cache_reserve(KvCache& c, int n);
-// Copy the n_old() entries before n_past of layer l, oldest first, to k_out/v_out (n_old, kvd).
+// Copy the n_old() entries before n_past of layer l, oldest first, to k_out/v_out (n_old, kvd)
+// in the backend's memory.
 void kv_cache_gather(const KvCache& c, int l, float* k_out, float* v_out);
-// Store n entries (n, kvd) of layer l at positions n_past.. (only the last `capacity` survive).
+// Store n entries (n, kvd, backend memory) of layer l at positions n_past.. (only the last
+// `capacity` survive).
 void kv_cache_store(KvCache& c, int l, const float* k, const float* v, int n);
 
 }  // namespace longctx
