@@ -14,8 +14,10 @@
 #include "infer/engine.h"
 #include "model/model.h"
 #include "model/params.h"
+#include "test_util.h"
 
 using namespace longctx;
+using longctx::testing::max_rel_err;
 
 namespace {
 
@@ -45,15 +47,6 @@ Pair make_models(const Config& c) {
   return p;
 }
 
-double rel_err(const float* a, const float* b, int n) {
-  double diff = 0, mag = 1e-3;
-  for (int i = 0; i < n; i++) {
-    diff = std::max(diff, double(std::fabs(a[i] - b[i])));
-    mag = std::max(mag, double(std::fabs(b[i])));
-  }
-  return diff / mag;
-}
-
 int argmax(const std::vector<float>& x, int at, int n) {
   return int(std::max_element(x.begin() + at, x.begin() + at + n) - (x.begin() + at));
 }
@@ -75,7 +68,7 @@ void check_greedy(AttnKind kind, int window, int max_context, int chunk, int n_p
   eg.prefill(cg, toks.data(), n_prompt, lg.data());
   int decided = 0;
   for (int t = 0; t < steps; t++) {
-    const double err = rel_err(lg.data(), lc.data(), V);
+    const double err = max_rel_err(lg.data(), lc.data(), V);
     ASSERT_LT(err, 2e-2) << "step " << t;
     std::vector<float> top = lc;
     std::partial_sort(top.begin(), top.begin() + 2, top.end(), std::greater<float>());
@@ -166,6 +159,6 @@ TEST(CudaEngine, BatchedDecodeMatchesCpu) {
     ec.forward(sc.data(), B, lc.data());
     eg.forward(sg.data(), B, lg.data());
     for (int b = 0; b < B; b++)
-      EXPECT_LT(rel_err(&lg[size_t(b) * V], &lc[size_t(b) * V], V), 2e-2) << "seq " << b << " step " << step;
+      EXPECT_LT(max_rel_err(&lg[size_t(b) * V], &lc[size_t(b) * V], V), 2e-2) << "seq " << b << " step " << step;
   }
 }

@@ -16,8 +16,10 @@
 #include "infer/generate.h"
 #include "model/model.h"
 #include "model/params.h"
+#include "test_util.h"
 
 using namespace longctx;
+using longctx::testing::max_rel_err;
 
 namespace {
 
@@ -58,15 +60,6 @@ std::vector<float> full_logits(Model& m, const std::vector<int32_t>& toks) {
   return out;
 }
 
-double rel_err(const float* a, const float* b, int n) {
-  double diff = 0, mag = 1e-3;
-  for (int i = 0; i < n; i++) {
-    diff = std::max(diff, double(std::fabs(a[i] - b[i])));
-    mag = std::max(mag, double(std::fabs(b[i])));
-  }
-  return diff / mag;
-}
-
 // Prefill `n_prompt` tokens in chunks of `chunk`, then decode the rest one at a time; every
 // logits vector must match the full forward's.
 void check_exact(AttnKind kind, int window, int max_context, int chunk, int T, int n_prompt) {
@@ -80,11 +73,11 @@ void check_exact(AttnKind kind, int window, int max_context, int chunk, int T, i
   KvCache c = e.new_cache();
   std::vector<float> lg(V);
   e.prefill(c, toks.data(), n_prompt, lg.data());
-  EXPECT_LE(rel_err(lg.data(), &ref[size_t(n_prompt - 1) * V], V), 1e-4) << "after prefill";
+  EXPECT_LE(max_rel_err(lg.data(), &ref[size_t(n_prompt - 1) * V], V), 1e-4) << "after prefill";
   for (int t = n_prompt; t < T; t++) {
     Segment s{&c, &toks[t], 1};
     e.forward(&s, 1, lg.data());
-    ASSERT_LE(rel_err(lg.data(), &ref[size_t(t) * V], V), 1e-4) << "decode position " << t;
+    ASSERT_LE(max_rel_err(lg.data(), &ref[size_t(t) * V], V), 1e-4) << "decode position " << t;
   }
   EXPECT_EQ(c.n_past, T);
   EXPECT_LE(c.rows, std::min(window, max_context));  // the cache never outgrows its ring
@@ -119,7 +112,7 @@ TEST(Engine, BatchedDecodeEqualsAlone) {
     for (int i = 0; i < 3; i++) {
       Segment s{&alone[i], &toks[i][lens[i] + step], 1};
       e.forward(&s, 1, one.data());
-      EXPECT_LE(rel_err(&lg[size_t(i) * V], one.data(), V), 1e-5) << "seq " << i << " step " << step;
+      EXPECT_LE(max_rel_err(&lg[size_t(i) * V], one.data(), V), 1e-5) << "seq " << i << " step " << step;
     }
   }
   // A prefill chunk and decode tokens mixed in one step (continuous batching).
@@ -128,7 +121,7 @@ TEST(Engine, BatchedDecodeEqualsAlone) {
   std::vector<Segment> mixed = {{&batch[0], &toks[0][0], 1}, {&fresh, p.data(), 30}};
   e.forward(mixed.data(), 2, lg.data());
   e.prefill(fresh2, p.data(), 30, one.data());
-  EXPECT_LE(rel_err(&lg[size_t(V)], one.data(), V), 1e-5);
+  EXPECT_LE(max_rel_err(&lg[size_t(V)], one.data(), V), 1e-5);
 }
 
 namespace {

@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -46,6 +47,16 @@ std::vector<T> randn(size_t n, uint64_t seed, T scale = T(1)) {
 }
 
 // Writes `bytes` to `path`, creating parent directories.
+// max |a − b| / max(|b|, 1e-3): the largest error relative to the reference's scale.
+inline double max_rel_err(const float* a, const float* b, int n) {
+  double diff = 0, mag = 1e-3;
+  for (int i = 0; i < n; i++) {
+    diff = std::max(diff, double(std::fabs(a[i] - b[i])));
+    mag = std::max(mag, double(std::fabs(b[i])));
+  }
+  return diff / mag;
+}
+
 // The AttnShape of one packed stream whose documents are `cu` (cu.back() tokens), scale 1/√D.
 inline AttnShape stream_shape(const std::vector<int32_t>& cu, int H, int Hkv, int D, int window,
                               const float* slopes, float bias = 0.0f) {
