@@ -134,13 +134,7 @@ void run_cp_case(Comm& c, const Backend& be, const CpCase& k) {
   const size_t T = size_t(e - b);
   CpAttnArgs a;
   a.softmax = k.softmax;
-  a.H = k.H;
-  a.Hkv = k.Hkv;
-  a.D = k.D;
-  a.window = k.window;
-  a.slopes = slopes.data();
-  a.bias = s.bias;
-  a.scale = s.scale;
+  a.attn = s;
   a.tag = 7;
   CpAttnState st;
   CpScratch scr;
@@ -341,12 +335,7 @@ void bench_bytes(Comm& c) {
                k = randn<float>(T * kvd, 40 + uint64_t(me), 0.5f), v = randn<float>(T * kvd, 50 + uint64_t(me));
     std::vector<float> out(T * qd), dq(T * qd), dk(T * kvd), dv(T * kvd), slopes(size_t(H), -0.01f);
     CpAttnArgs a;
-    a.H = H;
-    a.Hkv = Hkv;
-    a.D = D;
-    a.window = w;
-    a.slopes = slopes.data();
-    a.scale = 1.0f / std::sqrt(float(D));
+    a.attn = stream_shape(pl.cu_seqlens, H, Hkv, D, w, slopes.data());
     CpAttnState st;
     CpScratch scr;
     const int64_t b0 = c.stats.bytes_sent;

@@ -91,12 +91,7 @@ void run_attn_case(const AttnCase& c) {
       pdv(T * kvd, 0.0f);
   CpAttnArgs a;
   a.softmax = true;
-  a.H = c.H;
-  a.Hkv = c.Hkv;
-  a.D = c.D;
-  a.window = c.window;
-  a.slopes = slopes.data();
-  a.scale = s.scale;
+  a.attn = s;
   a.tag = 40;
   RingScratch scr;
   const int64_t b0 = comm.stats.bytes_sent;
@@ -261,7 +256,7 @@ TEST(RingBench, BalanceAndBytes) {
         slopes(size_t(H), -0.01f);
     // halo (SWAT)
     CpAttnArgs ha;
-    ha.H = H, ha.Hkv = Hkv, ha.D = D, ha.window = w, ha.slopes = slopes.data(), ha.scale = 0.125f;
+    ha.attn = stream_shape(cu, H, Hkv, D, w, slopes.data());
     CpAttnState st;
     CpScratch cs;
     int64_t b0 = comm.stats.bytes_sent;
@@ -272,8 +267,8 @@ TEST(RingBench, BalanceAndBytes) {
     bytes[size_t(me)] = float(comm.stats.bytes_sent - b0);
     // ring, contiguous and zig-zag (same tokens per rank)
     CpAttnArgs ra;
-    ra.softmax = true, ra.window = 1 << 30;
-    ra.H = H, ra.Hkv = Hkv, ra.D = D, ra.slopes = slopes.data(), ra.scale = 0.125f;
+    ra.softmax = true;
+    ra.attn = stream_shape(cu, H, Hkv, D, 1 << 30, slopes.data());
     RingScratch rs;
     for (int zz = 0; zz < 2; zz++) {
       const RingPlacement pl = zz ? ring_zigzag(ranks, cu) : ring_contiguous(cp);

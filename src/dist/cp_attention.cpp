@@ -50,17 +50,12 @@ void pack(const Backend& be, float* msg, const float* k, const float* v, int64_t
 
 AttnShape local_shape(const CpAttnArgs& a, const CpAttnState& st) {
   const CpHaloPlan& hp = st.plan;
-  AttnShape s;
+  AttnShape s = a.attn;
   s.T = hp.halo_rows() + hp.own_rows();
-  s.H = a.H;
-  s.Hkv = a.Hkv;
-  s.D = a.D;
-  s.window = a.window;
+  s.Tk = 0;
   s.cu_seqlens = st.cu_local.data();
   s.n_docs = int(hp.cu_local.size()) - 1;
-  s.slopes = a.slopes;
-  s.bias = a.softmax ? 0.0f : a.bias;
-  s.scale = a.scale;
+  if (a.softmax) s.bias = 0.0f;
   return s;
 }
 
@@ -79,7 +74,7 @@ float* stack(const Backend& be, Buffer<float>& dst, const float* halo, const flo
 void build_local(const Backend& be, CpScratch& scr, const CpAttnState& st, const CpAttnArgs& a,
                  const float* q, const float* k, const float* v) {
   const size_t h = size_t(st.plan.halo_rows()), T = size_t(st.plan.own_rows());
-  const size_t qd = size_t(a.H) * a.D, kvd = size_t(a.Hkv) * a.D;
+  const size_t qd = size_t(a.attn.H) * a.attn.D, kvd = size_t(a.attn.Hkv) * a.attn.D;
   stack(be, scr.q, nullptr, q, h, T, qd);
   stack(be, scr.k, st.k_halo.data(), k, h, T, kvd);
   stack(be, scr.v, st.v_halo.data(), v, h, T, kvd);
@@ -91,8 +86,8 @@ void check_args(const Comm& comm, const CpPlacement& p, const CpAttnArgs& a, int
   LCX_CHECK(p.ranks[size_t(part)] == comm.rank(),
             "cp_attention: part {} belongs to rank {}, called on rank {}", part,
             p.ranks[size_t(part)], comm.rank());
-  LCX_CHECK(a.H > 0 && a.Hkv > 0 && a.H % a.Hkv == 0 && a.D > 0,
-            "cp_attention: H={} must be a multiple of Hkv={} (D={})", a.H, a.Hkv, a.D);
+  LCX_CHECK(a.attn.H > 0 && a.attn.Hkv > 0 && a.attn.H % a.attn.Hkv == 0 && a.attn.D > 0,
+            "cp_attention: H={} must be a multiple of Hkv={} (D={})", a.attn.H, a.attn.Hkv, a.attn.D);
   LCX_CHECK(a.tag >= 0 && a.tag <= Comm::kMaxUserTag, "cp_attention: tag {} outside [0, {}]",
             a.tag, Comm::kMaxUserTag);
 }
@@ -153,9 +148,9 @@ void cp_attention_forward(Comm& comm, const Backend& be, const CpPlacement& p, i
                           const CpAttnArgs& a, CpAttnState& st, CpScratch& scr, float* out,
                           float* lse, const float* q, const float* k, const float* v) {
   check_args(comm, p, a, part);
-  st.plan = cp_halo_plan(p, part, a.window);
+  st.plan = cp_halo_plan(p, part, a.attn.window);
   const CpHaloPlan& hp = st.plan;
-  const size_t kvd = size_t(a.Hkv) * a.D, qd = size_t(a.H) * a.D;
+  const size_t kvd = size_t(a.attn.Hkv) * a.attn.D, qd = size_t(a.attn.H) * a.attn.D;
   const size_t h = size_t(hp.halo_rows()), T = size_t(hp.own_rows());
 
   // Receive the halo (K rows then V rows per piece); send the rows later parts need.
@@ -198,7 +193,7 @@ void cp_attention_forward(Comm& comm, const Backend& be, const CpPlacement& p, i
   const AttnShape s = local_shape(a, st);
   float* o = fit(scr.out, be, (h + T) * qd);
   if (a.softmax) {
-    const size_t H = size_t(a.H);
+    const size_t H = size_t(a.attn.H);
     float* l = fit(scr.lse, be, (h + T) * H);
     be.softmax_attn_forward(o, l, scr.q.data(), scr.k.data(), scr.v.data(), s);
     copy_floats(be, lse, l + h * H, T * H);
@@ -215,7 +210,7 @@ void cp_attention_backward(Comm& comm, const Backend& be, const CpPlacement& p,
                            const float* lse, const float* q, const float* k, const float* v) {
   const CpHaloPlan& hp = st.plan;
   check_args(comm, p, a, hp.part);
-  const size_t kvd = size_t(a.Hkv) * a.D, qd = size_t(a.H) * a.D;
+  const size_t kvd = size_t(a.attn.Hkv) * a.attn.D, qd = size_t(a.attn.H) * a.attn.D;
   const size_t h = size_t(hp.halo_rows()), T = size_t(hp.own_rows());
 
   // dK/dV of my rows that later parts used as their halo come back (forward's send pieces).
@@ -241,7 +236,7 @@ void cp_attention_backward(Comm& comm, const Backend& be, const CpPlacement& p,
     be.zero(gv, (h + T) * kvd);
     if (a.softmax) {
       const float* o = stack(be, scr.out, nullptr, out, h, T, qd);
-      const float* l = stack(be, scr.lse, st.lse_halo.data(), lse, h, T, size_t(a.H));
+      const float* l = stack(be, scr.lse, st.lse_halo.data(), lse, h, T, size_t(a.attn.H));
       be.softmax_attn_backward(gq, gk, gv, d_o, o, l, scr.q.data(), scr.k.data(), scr.v.data(),
                                s);
     } else {

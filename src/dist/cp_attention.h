@@ -64,13 +64,10 @@ CpHaloPlan cp_halo_plan(const CpPlacement& p, int part, int window);
 
 // What the attention call needs besides the local stream.
 struct CpAttnArgs {
-  bool softmax = false;          // false: SWAT (sigmoid); true: softmax sliding window
-  int H = 1, Hkv = 1, D = 64;    // query heads, KV heads (GQA), head dim
-  int window = 1;
-  const float* slopes = nullptr; // [H] ALiBi
-  float bias = 0.0f;             // sigmoid bias (SWAT)
-  float scale = 0.125f;          // 1/√D
-  int tag = 0;                   // message tag of this call (e.g. the layer); [0, Comm::kMaxUserTag]
+  bool softmax = false;  // false: SWAT (sigmoid); true: softmax sliding window
+  AttnShape attn;        // heads, KV heads, head dim, window, slopes, bias (SWAT), scale; its T, Tk
+                         // and cu_seqlens are not used (the call's local stream has its own)
+  int tag = 0;           // message tag of this call (e.g. the layer); [0, Comm::kMaxUserTag]
 };
 
 // Kept from one forward to its backward (one per attention call, e.g. per layer): the halo's

@@ -11,13 +11,7 @@ bool is_softmax(const Model& m) { return m.config.attention == AttnKind::softmax
 CpAttnArgs cp_args(const Model& m, const AttnShape& s, int layer) {
   CpAttnArgs a;
   a.softmax = is_softmax(m);
-  a.H = s.H;
-  a.Hkv = s.Hkv;
-  a.D = s.D;
-  a.window = s.window;
-  a.slopes = s.slopes;
-  a.bias = s.bias;
-  a.scale = s.scale;
+  a.attn = s;
   a.tag = 2 * layer;
   return a;
 }

@@ -22,7 +22,7 @@ void check_args(const Comm& comm, const RingPlacement& p, int part, const CpAttn
   LCX_CHECK(p.ranks[size_t(part)] == comm.rank(),
             "ring_attention: part {} belongs to rank {}, called on rank {}", part,
             p.ranks[size_t(part)], comm.rank());
-  LCX_CHECK(a.softmax && a.bias == 0.0f,
+  LCX_CHECK(a.softmax && a.attn.bias == 0.0f,
             "ring attention is softmax attention; a SWAT model's context parallelism is the halo "
             "exchange (cp_attention.h)");
   LCX_CHECK(a.tag >= 0 && a.tag + 1 <= Comm::kMaxUserTag,
@@ -31,13 +31,9 @@ void check_args(const Comm& comm, const RingPlacement& p, int part, const CpAttn
 }
 
 AttnShape block_shape(const CpAttnArgs& a) {
-  AttnShape s;
-  s.H = a.H;
-  s.Hkv = a.Hkv;
-  s.D = a.D;
-  s.window = a.window;
-  s.slopes = a.slopes;
-  s.scale = a.scale;
+  AttnShape s = a.attn;  // rows and documents come with each block call (AttnRows)
+  s.T = s.Tk = s.n_docs = 0;
+  s.cu_seqlens = nullptr;
   return s;
 }
 
@@ -142,13 +138,13 @@ void ring_attention_forward(Comm& comm, const RingPlacement& p, int part, const 
                             const float* k, const float* v) {
   check_args(comm, p, part, a);
   const int N = p.parts();
-  const size_t kvd = size_t(a.Hkv) * a.D, T = rows_of(p, part);
+  const size_t kvd = size_t(a.attn.Hkv) * a.attn.D, T = rows_of(p, part);
   const AttnShape s = block_shape(a);
   const AttnRows qr = query_rows(p, part, scr);
   const int next = p.ranks[size_t((part + 1) % N)], prev = p.ranks[size_t(ring_prev(part, 1, N))];
   pack_kv(scr.cur, k, v, T, kvd);
-  scr.out_b.resize(T * size_t(a.H) * a.D);
-  scr.lse_b.resize(T * size_t(a.H));
+  scr.out_b.resize(T * size_t(a.attn.H) * a.attn.D);
+  scr.lse_b.resize(T * size_t(a.attn.H));
   for (int step = 0; step < N; step++) {
     const int held = ring_prev(part, step, N);
     std::vector<CommRequest> reqs;
@@ -165,7 +161,7 @@ void ring_attention_forward(Comm& comm, const RingPlacement& p, int part, const 
     } else {
       cpu::attn_block_forward(scr.out_b.data(), scr.lse_b.data(), q, kb, vb, qr,
                               key_rows(p, held), s);
-      attn_block_merge(out, lse, scr.out_b.data(), scr.lse_b.data(), int(T), a.H, a.D);
+      attn_block_merge(out, lse, scr.out_b.data(), scr.lse_b.data(), int(T), a.attn.H, a.attn.D);
     }
     comm.wait_all(reqs);
     scr.cur.swap(scr.nxt);
@@ -178,7 +174,7 @@ void ring_attention_backward(Comm& comm, const RingPlacement& p, int part, const
                              const float* v) {
   check_args(comm, p, part, a);
   const int N = p.parts();
-  const size_t kvd = size_t(a.Hkv) * a.D, T = rows_of(p, part);
+  const size_t kvd = size_t(a.attn.Hkv) * a.attn.D, T = rows_of(p, part);
   const AttnShape s = block_shape(a);
   const AttnRows qr = query_rows(p, part, scr);
   const int next = p.ranks[size_t((part + 1) % N)], prev = p.ranks[size_t(ring_prev(part, 1, N))];
