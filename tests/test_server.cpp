@@ -136,9 +136,14 @@ TEST_F(ServerTest, HealthModelsMetrics) {
   ASSERT_TRUE(m);
   EXPECT_EQ(json::parse(m->body)["data"][0]["id"], kModel);
   post_ok("/v1/completions", {{"prompt", "Hi"}, {"max_tokens", 3}});
+  auto nf = c.Get("/no/such/route");
+  ASSERT_TRUE(nf);
+  EXPECT_EQ(nf->status, 404);
+  // Counted before each response is written: a client that has its answer sees it here.
   auto met = c.Get("/metrics");
   ASSERT_TRUE(met);
   for (const char* s : {"longctx_requests_total{path=\"/v1/completions\",status=\"200\"}",
+                        "longctx_requests_total{path=\"other\",status=\"404\"}",
                         "longctx_generated_tokens_total", "longctx_queue_depth",
                         "longctx_request_latency_seconds_count", "longctx_running_sequences"})
     EXPECT_NE(met->body.find(s), std::string::npos) << s;

@@ -513,7 +513,9 @@ struct Server::Impl {
       if (res.status == 413) e.message = "the request body is larger than the server's limit", e.code = "body_too_large";
       res.set_content(error_body(e).dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
     });
-    http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+    // Counted before the response is written (post-routing, not the logger, which runs after it),
+    // so a client that has its answer sees it in /metrics.
+    http.set_post_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
       metrics.request(req.path.rfind("/v1/", 0) == 0 || req.path == "/health" || req.path == "/metrics" ? req.path : "other", res.status);
     });
   }
