@@ -21,9 +21,6 @@ using longctx::testing::max_rel_err;
 
 namespace {
 
-#define SKIP_WITHOUT_GPU() \
-  if (!cuda_available()) GTEST_SKIP() << "no CUDA device (or no CUDA backend in this build): skipped"
-
 // Head dim 64, GQA, ALiBi: the shapes of the presets at a small size.
 Config small_config(AttnKind kind, int window) {
   Config c;

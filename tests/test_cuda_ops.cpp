@@ -45,9 +45,6 @@ double max_err(const Vec& a, const Vec& b) {
   return diff / mag;
 }
 
-#define SKIP_WITHOUT_GPU() \
-  if (!cuda_available()) GTEST_SKIP() << "no CUDA device (or no CUDA backend in this build): skipped"
-
 // Runs `op` on both backends. Arrays in `in` are inputs (copied to the device); arrays in `out`
 // are outputs or gradients, passed with their current contents (so += is checked) and compared.
 struct Arrays {

@@ -87,7 +87,7 @@ TEST(Offload, BitwiseEqualToOffOnCpu) {
 // runs WITHOUT offloading may already differ in the last bits; offloading must then stay within
 // that run-to-run spread, and be bitwise equal wherever the backend is.
 TEST(Offload, EqualToOffOnCuda) {
-  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  SKIP_WITHOUT_GPU();
   const Backend& be = backend_cuda();
   const Config c = small_config(AttnKind::swat, 5);
   const Step off = run(be, c, 0.0, false), again = run(be, c, 0.0, false);

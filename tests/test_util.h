@@ -19,6 +19,11 @@
 #include "core/rng.h"
 #include "kernels/backend.h"
 
+// CUDA tests skip, with a message, on machines (and builds) without a GPU (CI).
+#define SKIP_WITHOUT_GPU() \
+  if (!::longctx::cuda_available()) \
+  GTEST_SKIP() << "no CUDA device (or no CUDA backend in this build): skipped"
+
 namespace longctx::testing {
 
 // A fresh directory under the system temp dir, removed when the object goes out of scope.
