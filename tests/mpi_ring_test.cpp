@@ -8,6 +8,9 @@
 //                run) == one process on the whole batch
 //   RingBench.*  balance (attention pairs per rank: zig-zag vs contiguous) and measured bytes of
 //                ring (full attention) vs halo (SWAT) on the same placement; JSON lines on stdout
+//   RingGpu.*    ONE rank (`mpirun -np 1`; a GPU machine has one GPU, NCCL puts one rank on a
+//                device): the cuda path of ring attention == the cpu backend, and the layer hook's
+//                ring run on cuda == the model's own attention on cuda; skipped without a GPU
 // A failure on any rank fails the job (exit code of every rank).
 #include <gtest/gtest.h>
 
@@ -22,6 +25,9 @@
 #include "dist/cp_attention.h"
 #include "dist/cp_layer.h"
 #include "dist/ring_attention.h"
+#ifdef LONGCTX_HAVE_NCCL
+#include "dist/comm_nccl.h"  // comm_nccl_init
+#endif
 #include "model/params.h"
 #include "mpi_util.h"
 #include "train/optimizer.h"
@@ -95,10 +101,10 @@ void run_attn_case(const AttnCase& c) {
   a.tag = 40;
   RingScratch scr;
   const int64_t b0 = comm.stats.bytes_sent;
-  ring_attention_forward(comm, pl, part, a, scr, po.data(), pl_lse.data(), ql.data(), kl.data(),
-                         vl.data());
+  ring_attention_forward(comm, be, pl, part, a, scr, po.data(), pl_lse.data(), ql.data(),
+                         kl.data(), vl.data());
   const int64_t b1 = comm.stats.bytes_sent;
-  ring_attention_backward(comm, pl, part, a, scr, pdq.data(), pdk.data(), pdv.data(), dl.data(),
+  ring_attention_backward(comm, be, pl, part, a, scr, pdq.data(), pdk.data(), pdv.data(), dl.data(),
                           po.data(), pl_lse.data(), ql.data(), kl.data(), vl.data());
   const int64_t b2 = comm.stats.bytes_sent;
   const std::string at = c.name + " part " + std::to_string(part);
@@ -276,8 +282,9 @@ TEST(RingBench, BalanceAndBytes) {
       const std::vector<float> qz(rows.size() * H * D, 0.1f), kz(rows.size() * Hkv * D, 0.1f);
       std::vector<float> oz(qz.size()), lz(rows.size() * H), dqz(qz.size()), dkz(kz.size()), dvz(kz.size());
       b0 = comm.stats.bytes_sent;
-      ring_attention_forward(comm, pl, me, ra, rs, oz.data(), lz.data(), qz.data(), kz.data(), kz.data());
-      ring_attention_backward(comm, pl, me, ra, rs, dqz.data(), dkz.data(), dvz.data(), qz.data(), oz.data(),
+      ring_attention_forward(comm, backend_get("cpu"), pl, me, ra, rs, oz.data(), lz.data(), qz.data(),
+                             kz.data(), kz.data());
+      ring_attention_backward(comm, backend_get("cpu"), pl, me, ra, rs, dqz.data(), dkz.data(), dvz.data(), qz.data(), oz.data(),
                               lz.data(), qz.data(), kz.data(), kz.data());
       bytes[size_t((1 + zz) * P + me)] = float(comm.stats.bytes_sent - b0);
       EXPECT_EQ(int64_t(bytes[size_t((1 + zz) * P + me)]), ring_bytes(pl, me, Hkv, D) + ring_bytes(pl, me, Hkv, D, true));
@@ -297,6 +304,121 @@ TEST(RingBench, BalanceAndBytes) {
                   "\"ring_zigzag_max_rank\":%.0f,\"halo_total\":%.0f,\"ring_total\":%.0f}\n",
                   P, S, w, Hkv, D, stat(0, true), stat(1, true), stat(2, true), stat(0, false), stat(1, false));
   }
+}
+
+// ---- the cuda path on one rank -----------------------------------------------------------------
+
+struct RingResult {
+  std::vector<float> out, lse, dq, dk, dv;
+};
+
+// Forward + backward of ring attention of part 0 of `pl` (on this rank) on backend `be` through
+// `comm`: host inputs copied into be's memory (slopes included), results copied back.
+RingResult ring_on(Comm& comm, const Backend& be, const RingPlacement& pl, CpAttnArgs a,
+                   const std::vector<float>& slopes, const std::vector<float>& q,
+                   const std::vector<float>& k, const std::vector<float>& v,
+                   const std::vector<float>& dout) {
+  auto up = [&](const std::vector<float>& x) { return Buffer<float>::from_host(be, x.data(), x.size()); };
+  const Buffer<float> sl = up(slopes), bq = up(q), bk = up(k), bv = up(v), bd = up(dout);
+  a.attn.slopes = sl.data();
+  Buffer<float> out(be, q.size()), lse(be, pl.rows[0].size() * size_t(a.attn.H)), dq(be, q.size()),
+      dk(be, k.size()), dv(be, v.size());
+  RingScratch scr;
+  ring_attention_forward(comm, be, pl, 0, a, scr, out.data(), lse.data(), bq.data(), bk.data(),
+                         bv.data());
+  ring_attention_backward(comm, be, pl, 0, a, scr, dq.data(), dk.data(), dv.data(), bd.data(),
+                          out.data(), lse.data(), bq.data(), bk.data(), bv.data());
+  return {out.to_host(), lse.to_host(), dq.to_host(), dk.to_host(), dv.to_host()};
+}
+
+// Ring attention of a zig-zag placement of packed documents (one part: every document whole) on
+// the cuda backend == the cpu backend: out, lse, dq, dk, dv within relative error (‖Δ‖/‖x‖)
+// 1e-4 (fp32 on both; the cuda block kernels use expf and fp32 atomics for dk/dv). Through the
+// MPI communicator and, where built, the NCCL one; a ring of one part sends nothing (checked).
+TEST(RingGpu, CudaEqualsCpuOneRank) {
+  SKIP_WITHOUT_GPU();
+  Comm& comm = *g_comm;
+  if (comm.size() != 1) GTEST_SKIP() << "a one-rank test (mpirun -np 1)";
+  std::vector<std::pair<std::string, Comm*>> comms{{"mpi", &comm}};
+#ifdef LONGCTX_HAVE_NCCL
+  const std::unique_ptr<Comm> nccl = comm_nccl_init(comm, comm.timeout_s);
+  comms.push_back({"nccl", nccl.get()});
+#endif
+  const std::vector<int32_t> cu{0, 20, 33, 34, 70, 101, 400};
+  const int H = 4, Hkv = 2;
+  std::vector<float> slopes(static_cast<size_t>(H));
+  alibi_slopes(slopes.data(), Alibi::neg, H);
+  const RingPlacement pl = ring_zigzag({0}, cu);
+  for (const int D : {64, 40})
+    for (const int window : {1 << 30, 50}) {  // full causal; a softmax window
+      const int S = cu.back();
+      const size_t qd = size_t(H) * D, kvd = size_t(Hkv) * D;
+      const auto q = randn<float>(S * qd, 1, 0.5f), k = randn<float>(S * kvd, 2, 0.5f),
+                 v = randn<float>(S * kvd, 3), dout = randn<float>(S * qd, 4);
+      CpAttnArgs a;
+      a.softmax = true;
+      a.attn = stream_shape(cu, H, Hkv, D, window, nullptr);
+      a.tag = 40;
+      const RingResult want = ring_on(comm, backend_get("cpu"), pl, a, slopes, q, k, v, dout);
+      for (const auto& [name, c] : comms) {
+        const std::string at = name + " D " + std::to_string(D) + " window " + std::to_string(window);
+        const int64_t b0 = c->stats.bytes_sent;
+        const RingResult got = ring_on(*c, backend_cuda(), pl, a, slopes, q, k, v, dout);
+        EXPECT_EQ(c->stats.bytes_sent - b0, 0) << at << ": a ring of one part sends nothing";
+        const std::pair<const char*, const std::vector<float>*> pairs[] = {
+            {"out", &got.out}, {"lse", &got.lse}, {"dq", &got.dq}, {"dk", &got.dk}, {"dv", &got.dv}};
+        const std::vector<float>* ref[] = {&want.out, &want.lse, &want.dq, &want.dk, &want.dv};
+        for (size_t i = 0; i < 5; i++) {
+          const double e = rel_err(pairs[i].second->data(), ref[i]->data(), ref[i]->size());
+          EXPECT_LT(e, 1e-4) << at << " " << pairs[i].first;
+          std::printf("ring cuda vs cpu, %s, %s: rel err %.2e\n", at.c_str(), pairs[i].first, e);
+        }
+      }
+    }
+}
+
+// The HDP layer hook's ring run on cuda (CpLayerAttention with one ring part holding the whole
+// packed batch, ByteScale's packed dist-attn on one rank) == the model's own softmax attention on
+// cuda: loss within 1e-4 relative, gradients within 2e-3 (attention fp32 on both; the bf16 GEMM
+// inputs may round differently where the two attention kernels differ in the last bits).
+TEST(RingGpu, LayerHookRingRunOnCuda) {
+  SKIP_WITHOUT_GPU();
+  Comm& comm = *g_comm;
+  if (comm.size() != 1) GTEST_SKIP() << "a one-rank test (mpirun -np 1)";
+  Config cfg = tiny_config();
+  cfg.attention = AttnKind::softmax;
+  cfg.window = 1 << 20;  // full causal attention
+  const Backend& be = backend_cuda();
+  const Packed batch = pack(random_docs({40, 7, 66, 23, 31}, cfg.vocab_size, 13));
+  CpLayerAttention attn(comm, cfg.num_hidden_layers);
+  CpRun run;
+  run.kind = CpRun::Kind::ring;
+  run.row_end = int64_t(batch.tokens.size());
+  run.ring = ring_zigzag({0}, batch.cu);  // one part: every row, in stream order
+  run.part = 0;
+  attn.set_runs({run});
+  Model ref(cfg, be), hook(cfg, be);
+  std::vector<float> init(ref.params.size());
+  param_init(init.data(), ref.layout, cfg, 99);
+  ref.params.upload(init.data(), init.size());
+  hook.params = ref.params;
+  ref.reserve(int(batch.tokens.size()));
+  hook.reserve(int(batch.tokens.size()));
+  hook.attention = &attn;
+  double loss[2];
+  for (Model* m : {&ref, &hook}) {
+    be.zero(m->grads.data(), m->grads.size());
+    int64_t n = 0;
+    model_forward(*m, batch.view(), &n);
+    loss[m == &hook] = model_forward(*m, batch.view(), &n, 1.0f / float(n)) / double(n);
+    model_backward(*m, batch.view());
+  }
+  const std::vector<float> g_ref = ref.grads.to_host(), g_hook = hook.grads.to_host();
+  const double e = rel_err(g_hook.data(), g_ref.data(), g_ref.size());
+  std::printf("ring run on cuda: loss %.6f (model's attention %.6f), gradient rel err %.2e\n",
+              loss[1], loss[0], e);
+  EXPECT_NEAR(loss[1], loss[0], 1e-4 * loss[0]);
+  EXPECT_LT(e, 2e-3);
 }
 
 struct FailurePrinter : ::testing::EmptyTestEventListener {

@@ -239,6 +239,33 @@ TEST(CudaAttention, SoftmaxMatchesReference) {
   for (const AttnCase& c : attn_cases()) check_attention(c, true);
 }
 
+// Queries after a KV cache (Tk > T, the engine's decode and chunked prefill; forward only): T 1
+// (decode: the kernel splits the keys over CTAs), T 64 and 512 (query tiles; 512 after 1023 keys
+// is swat-340m's prefill chunk), odd T; windows 1, 63, 256, 1024, ≥ Tk; D 64, 128, 96, 30 (not a
+// multiple of 4: 4-byte copies), 200 and 256; GQA. fp32 kernel: tolerance 1e-4.
+TEST(CudaAttention, AfterKvCacheMatchesReference) {
+  SKIP_WITHOUT_GPU();
+  using A = Alibi;
+  const std::vector<AttnCase> cases = {
+      {1, 16, 16, 64, 1024, {}, A::none, 0.0f, 1024},     // swat-340m decode
+      {1, 8, 2, 128, 63, {}, A::balanced, -1.0f, 2048},
+      {1, 4, 4, 96, 256, {}, A::neg, 0.3f, 300},
+      {1, 4, 1, 64, 1, {}, A::pos, 0.0f, 500},             // w 1
+      {1, 6, 3, 96, INT32_MAX, {}, A::balanced, 0.0f, 2048},  // w ≥ Tk
+      {1, 2, 2, 30, 100, {}, A::neg, 0.0f, 129},           // D 30
+      {64, 4, 2, 64, 1024, {}, A::balanced, 0.0f, 1087},
+      {64, 4, 4, 128, 256, {}, A::neg, -0.5f, 2048},
+      {64, 2, 1, 96, 63, {}, A::none, 0.0f, 100},
+      {512, 4, 1, 64, 1024, {}, A::balanced, 0.0f, 1535},  // prefill chunk after 1023 keys
+      {512, 2, 2, 128, 2048, {}, A::pos, 0.0f, 2048},      // w ≥ Tk
+      {512, 2, 2, 96, 1, {}, A::none, 0.2f, 600},          // w 1
+      {37, 3, 1, 200, 50, {}, A::neg, 0.0f, 90},           // D 200, T not a multiple of 8
+      {5, 2, 2, 256, 300, {}, A::balanced, 0.0f, 700},     // D 256
+  };
+  for (const AttnCase& c : cases)
+    for (bool softmax : {false, true}) check_attention(c, softmax);
+}
+
 // ---- end to end: the same model, init and batches on cpu and cuda; AdamW steps; the loss
 // curves agree within bf16 tolerance, and the model's host checks still fire.
 std::vector<double> train_losses(const Backend& be, const Config& c, int steps) {
@@ -304,7 +331,9 @@ TEST(Recompute, SameGradientsAsStoredActivations) {
       const auto [g1, bytes1] = run(true, &l1);
       EXPECT_LT(bytes1, bytes0) << "recompute keeps as many activations";
       EXPECT_NEAR(l0, l1, 1e-5 * std::fabs(l0)) << be->name;
-      EXPECT_LE(max_err(g1, g0), be->device ? 1e-3 : 1e-5) << be->name << " " << to_string(kind);
+      // cuda: the window backward adds dK/dV with fp32 atomics, so two runs differ in summation
+      // order (measured up to 1.1e-3 on an H200 for softmax); a recompute bug is O(1).
+      EXPECT_LE(max_err(g1, g0), be->device ? 3e-3 : 1e-5) << be->name << " " << to_string(kind);
     }
 }
 

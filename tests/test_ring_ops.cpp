@@ -3,6 +3,8 @@
 //    the op table's softmax attention on the whole stream (forward, lse, and the backward summed
 //    over blocks), for the reference and the fast version;
 //  - fast vs reference per block (odd sizes, several tiles, GQA, documents, windows, empty blocks);
+//  - the cuda backend's block ops (attn_block.cu) vs the reference: per block, and the blockwise
+//    pipeline (its merge included) vs the whole stream; skipped without a GPU;
 //  - finite differences of the whole blockwise pipeline in double precision;
 //  - bad rows are clear errors.
 #include <gtest/gtest.h>
@@ -55,15 +57,73 @@ std::vector<int32_t> doc_begins(const std::vector<int32_t>& cu, const std::vecto
   return db;
 }
 
-// Forward + backward of the queries `qrows` against key blocks `krows` by the block ops `Ops`
-// (ref:: instantiated with F, or cpu:: for float), in the ring's order: merge partials, then each
-// block's backward with the final out/lse. dk/dv land at the stream rows of each block.
-template <class F, class Fwd, class Bwd>
+// The block ops of a backend's table called on host arrays: inputs (rows and slopes included)
+// copied into its memory, outputs (and the accumulated gradients) copied back.
+struct OnBackend {
+  const Backend& be;
+
+  struct Args {  // rows and shape in be's memory
+    Buffer<int32_t> qi, qd, ki;
+    Buffer<float> slopes;
+    AttnRows qr, kr;
+    AttnShape s;
+  };
+  Args args(const AttnRows& qr, const AttnRows& kr, const AttnShape& s) const {
+    Args a{Buffer<int32_t>::from_host(be, qr.idx, size_t(qr.n)),
+           Buffer<int32_t>::from_host(be, qr.doc_begin, size_t(qr.n)),
+           Buffer<int32_t>::from_host(be, kr.idx, size_t(kr.n)),
+           Buffer<float>::from_host(be, s.slopes, s.slopes ? size_t(s.H) : 0), {}, {}, s};
+    a.qr = AttnRows{a.qi.data(), a.qd.data(), qr.n};
+    a.kr = AttnRows{a.ki.data(), nullptr, kr.n};
+    a.s.slopes = s.slopes ? a.slopes.data() : nullptr;
+    return a;
+  }
+  Buffer<float> up(const float* x, size_t n) const { return Buffer<float>::from_host(be, x, n); }
+
+  void forward(float* out, float* lse, const float* q, const float* k, const float* v,
+               const AttnRows& qr, const AttnRows& kr, const AttnShape& s) const {
+    const size_t nq = size_t(qr.n) * s.H, nk = size_t(kr.n) * s.Hkv * s.D;
+    const Args a = args(qr, kr, s);
+    Buffer<float> o(be, nq * s.D), l(be, nq);
+    be.attn_block_forward(o.data(), l.data(), up(q, nq * s.D).data(), up(k, nk).data(),
+                          up(v, nk).data(), a.qr, a.kr, a.s);
+    o.download(out, nq * s.D);
+    l.download(lse, nq);
+  }
+  void backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
+                const float* lse, const float* q, const float* k, const float* v,
+                const AttnRows& qr, const AttnRows& kr, const AttnShape& s) const {
+    const size_t nq = size_t(qr.n) * s.H, nk = size_t(kr.n) * s.Hkv * s.D;
+    const Args a = args(qr, kr, s);
+    Buffer<float> gq = up(dq, nq * s.D), gk = up(dk, nk), gv = up(dv, nk);
+    be.attn_block_backward(gq.data(), gk.data(), gv.data(), up(dout, nq * s.D).data(),
+                           up(out, nq * s.D).data(), up(lse, nq).data(), up(q, nq * s.D).data(),
+                           up(k, nk).data(), up(v, nk).data(), a.qr, a.kr, a.s);
+    gq.download(dq, nq * s.D);
+    gk.download(dk, nk);
+    gv.download(dv, nk);
+  }
+  void merge(float* out, float* lse, const float* out_b, const float* lse_b, int rows, int H,
+             int D) const {
+    const size_t n = size_t(rows) * H;
+    Buffer<float> o = up(out, n * D), l = up(lse, n);
+    be.attn_block_merge(o.data(), l.data(), up(out_b, n * D).data(), up(lse_b, n).data(), rows,
+                        H, D);
+    o.download(out, n * D);
+    l.download(lse, n);
+  }
+};
+
+// Forward + backward of the queries `qrows` against key blocks `krows` by the block ops fwd, bwd,
+// merge (ref:: instantiated with F, cpu::, or a backend's table), in the ring's order: merge
+// partials, then each block's backward with the final out/lse. dk/dv land at the stream rows of
+// each block.
+template <class F, class Fwd, class Bwd, class Merge>
 void blockwise(std::vector<F>& out, std::vector<F>& lse, std::vector<F>& dq, std::vector<F>& dk,
                std::vector<F>& dv, const std::vector<F>& q, const std::vector<F>& k,
                const std::vector<F>& v, const std::vector<F>& dout,
                const std::vector<int32_t>& qrows, const std::vector<std::vector<int32_t>>& krows,
-               const AttnShape& s, Fwd fwd, Bwd bwd) {
+               const AttnShape& s, Fwd fwd, Bwd bwd, Merge merge) {
   const size_t qd = size_t(s.H) * s.D, kvd = size_t(s.Hkv) * s.D, nq = qrows.size();
   const std::vector<int32_t> qdb = doc_begins(std::vector<int32_t>(s.cu_seqlens, s.cu_seqlens + s.n_docs + 1), qrows);
   const AttnRows qr{qrows.data(), qdb.data(), int(nq)};
@@ -74,7 +134,7 @@ void blockwise(std::vector<F>& out, std::vector<F>& lse, std::vector<F>& dq, std
   for (const auto& kb : krows) {
     const AttnRows kr{kb.data(), nullptr, int(kb.size())};
     fwd(ob.data(), lb.data(), ql.data(), gather(k, kb, kvd).data(), gather(v, kb, kvd).data(), qr, kr, s);
-    attn_block_merge(out.data(), lse.data(), ob.data(), lb.data(), int(nq), s.H, s.D);
+    merge(out.data(), lse.data(), ob.data(), lb.data(), int(nq), s.H, s.D);
   }
   dq.assign(nq * qd, F(0));
   dk.assign(k.size(), F(0));
@@ -147,27 +207,37 @@ TEST_P(RingOps, BlockwiseEqualsWholeStream) {
   ref.softmax_attn_backward(dq_s.data(), dk_s.data(), dv_s.data(), dsub.data(), out.data(), lse.data(),
                             q.data(), k.data(), v.data(), s);
 
-  for (int fast = 0; fast < 2; fast++) {
+  for (const char* who : {"ref", "fast", "cuda"}) {
     std::vector<float> bo, bl, bdq, bdk, bdv;
-    if (fast)
-      blockwise<float>(bo, bl, bdq, bdk, bdv, q, k, v, dout, qrows, blocks, s, cpu::attn_block_forward,
-                       cpu::attn_block_backward);
-    else
+    const std::string w = who;
+    if (w == "ref") {
       blockwise<float>(bo, bl, bdq, bdk, bdv, q, k, v, dout, qrows, blocks, s,
-                       ref::attn_block_forward<float>, ref::attn_block_backward<float>);
-    const char* who = fast ? "fast" : "ref";
-    EXPECT_LT(max_err(bo, gather(out, qrows, qd)), 2e-6) << who << " out";
-    EXPECT_LT(max_err(bl, gather(lse, qrows, size_t(c.H))), 2e-6) << who << " lse";
-    EXPECT_LT(max_err(bdq, gather(dq, qrows, qd)), 1e-5) << who << " dq";
-    EXPECT_LT(max_err(bdk, dk_s), 1e-5) << who << " dk";
-    EXPECT_LT(max_err(bdv, dv_s), 1e-5) << who << " dv";
+                       ref::attn_block_forward<float>, ref::attn_block_backward<float>,
+                       attn_block_merge<float>);
+    } else if (w == "fast") {
+      blockwise<float>(bo, bl, bdq, bdk, bdv, q, k, v, dout, qrows, blocks, s, cpu::attn_block_forward,
+                       cpu::attn_block_backward, attn_block_merge<float>);
+    } else {
+      if (!cuda_available()) continue;  // RingOpsCuda.* report the skip
+      const OnBackend gpu{backend_cuda()};
+      blockwise<float>(bo, bl, bdq, bdk, bdv, q, k, v, dout, qrows, blocks, s,
+                       [&](auto... a) { gpu.forward(a...); }, [&](auto... a) { gpu.backward(a...); },
+                       [&](auto... a) { gpu.merge(a...); });
+    }
+    // fp32 throughout; cuda: expf, other summation orders and fp32 atomics for dk/dv
+    const double tol_o = w == "cuda" ? 1e-5 : 2e-6, tol_g = w == "cuda" ? 2e-5 : 1e-5;
+    EXPECT_LT(max_err(bo, gather(out, qrows, qd)), tol_o) << who << " out";
+    EXPECT_LT(max_err(bl, gather(lse, qrows, size_t(c.H))), tol_o) << who << " lse";
+    EXPECT_LT(max_err(bdq, gather(dq, qrows, qd)), tol_g) << who << " dq";
+    EXPECT_LT(max_err(bdk, dk_s), tol_g) << who << " dk";
+    EXPECT_LT(max_err(bdv, dv_s), tol_g) << who << " dv";
   }
 }
 
-// Fast == reference on single blocks, gradients pre-filled (the += contract), blocks that see
-// nothing (lse = −inf, out = 0).
-TEST_P(RingOps, FastEqualsReferencePerBlock) {
-  const Case& c = GetParam();
+// A backend's block ops == reference on single blocks, gradients pre-filled (the += contract),
+// blocks that see nothing (lse = −inf, out = 0); max error / max(1, |reference|) below tol_o for
+// out and lse, tol_g for the gradients.
+void per_block_vs_reference(const Case& c, const Backend& be, double tol_o, double tol_g) {
   const int T = c.cu.back();
   const size_t qd = size_t(c.H) * c.D, kvd = size_t(c.Hkv) * c.D;
   std::vector<float> slopes(size_t(c.H));
@@ -176,8 +246,11 @@ TEST_P(RingOps, FastEqualsReferencePerBlock) {
   const auto blocks = zigzag_rows(c.cu, c.nblocks);
   const auto q = randn<float>(T * qd, 5, 0.5f), k = randn<float>(T * kvd, 6, 0.5f),
              v = randn<float>(T * kvd, 7), dout = randn<float>(T * qd, 8);
+  const OnBackend ops{be};
   for (size_t qb = 0; qb < blocks.size(); qb++)
     for (size_t kb = 0; kb < blocks.size(); kb++) {
+      const std::string at = std::string(c.name) + " on " + be.name + " block " +
+                             std::to_string(qb) + "x" + std::to_string(kb);
       const auto& qrows = blocks[qb];
       const auto& krows = blocks[kb];
       const auto qdb = doc_begins(c.cu, qrows);
@@ -187,15 +260,15 @@ TEST_P(RingOps, FastEqualsReferencePerBlock) {
       const size_t nq = qrows.size(), nk = krows.size();
       std::vector<float> o_r(nq * qd, NAN), l_r(nq * c.H, NAN), o_f(nq * qd, NAN), l_f(nq * c.H, NAN);
       ref::attn_block_forward(o_r.data(), l_r.data(), ql.data(), kl.data(), vl.data(), qr, kr, s);
-      cpu::attn_block_forward(o_f.data(), l_f.data(), ql.data(), kl.data(), vl.data(), qr, kr, s);
+      ops.forward(o_f.data(), l_f.data(), ql.data(), kl.data(), vl.data(), qr, kr, s);
       for (size_t i = 0; i < l_r.size(); i++) {
         if (std::isinf(l_r[i])) {
-          ASSERT_TRUE(std::isinf(l_f[i]) && l_f[i] < 0) << c.name << " row " << i << ": lse " << l_f[i];
+          ASSERT_TRUE(std::isinf(l_f[i]) && l_f[i] < 0) << at << " row " << i << ": lse " << l_f[i];
           l_r[i] = l_f[i] = 0;  // compare the rest numerically
         }
       }
-      EXPECT_LT(max_err(o_f, o_r), 2e-6) << c.name << " block " << qb << "x" << kb << " out";
-      EXPECT_LT(max_err(l_f, l_r), 2e-6) << c.name << " block " << qb << "x" << kb << " lse";
+      EXPECT_LT(max_err(o_f, o_r), tol_o) << at << " out";
+      EXPECT_LT(max_err(l_f, l_r), tol_o) << at << " lse";
       // Backward with the block's own (finite where visible) out/lse; rows that see nothing skip.
       std::vector<float> lse_use = l_r;
       for (size_t i = 0; i < lse_use.size(); i++) if (lse_use[i] == 0) lse_use[i] = 0.5f;
@@ -203,15 +276,61 @@ TEST_P(RingOps, FastEqualsReferencePerBlock) {
       std::vector<float> dq_r = fq, dk_r = fk, dv_r = fv, dq_f = fq, dk_f = fk, dv_f = fv;
       ref::attn_block_backward(dq_r.data(), dk_r.data(), dv_r.data(), dl.data(), o_r.data(), lse_use.data(),
                                ql.data(), kl.data(), vl.data(), qr, kr, s);
-      cpu::attn_block_backward(dq_f.data(), dk_f.data(), dv_f.data(), dl.data(), o_r.data(), lse_use.data(),
-                               ql.data(), kl.data(), vl.data(), qr, kr, s);
-      EXPECT_LT(max_err(dq_f, dq_r), 1e-5) << c.name << " block " << qb << "x" << kb << " dq";
-      EXPECT_LT(max_err(dk_f, dk_r), 1e-5) << c.name << " block " << qb << "x" << kb << " dk";
-      EXPECT_LT(max_err(dv_f, dv_r), 1e-5) << c.name << " block " << qb << "x" << kb << " dv";
+      ops.backward(dq_f.data(), dk_f.data(), dv_f.data(), dl.data(), o_r.data(), lse_use.data(),
+                   ql.data(), kl.data(), vl.data(), qr, kr, s);
+      EXPECT_LT(max_err(dq_f, dq_r), tol_g) << at << " dq";
+      EXPECT_LT(max_err(dk_f, dk_r), tol_g) << at << " dk";
+      EXPECT_LT(max_err(dv_f, dv_r), tol_g) << at << " dv";
     }
 }
 
+TEST_P(RingOps, FastEqualsReferencePerBlock) {
+  per_block_vs_reference(GetParam(), backend_cpu(), 2e-6, 1e-5);
+}
+
+// The cuda backend's kernels (attn_block.cu), fp32: expf and other summation orders, fp32 atomics
+// for dk/dv.
+class RingOpsCuda : public ::testing::TestWithParam<Case> {};
+
+TEST_P(RingOpsCuda, CudaEqualsReferencePerBlock) {
+  SKIP_WITHOUT_GPU();
+  per_block_vs_reference(GetParam(), backend_cuda(), 1e-5, 2e-5);
+}
+
+// Merging partials on the device == the host merge, lse = −inf on either side included.
+TEST(RingOpsCudaMerge, EqualsHostMerge) {
+  SKIP_WITHOUT_GPU();
+  const int rows = 37, H = 3, D = 20;
+  const size_t n = size_t(rows) * H;
+  auto out = randn<float>(n * D, 40), out_b = randn<float>(n * D, 41), lse = randn<float>(n, 42),
+       lse_b = randn<float>(n, 43);
+  for (size_t r = 0; r < n; r += 5) lse[r] = -INFINITY;
+  for (size_t r = 0; r < n; r += 7) lse_b[r] = -INFINITY;
+  auto out_h = out, lse_h = lse;
+  attn_block_merge(out_h.data(), lse_h.data(), out_b.data(), lse_b.data(), rows, H, D);
+  OnBackend{backend_cuda()}.merge(out.data(), lse.data(), out_b.data(), lse_b.data(), rows, H, D);
+  for (size_t r = 0; r < n; r++)
+    if (std::isinf(lse_h[r])) {
+      ASSERT_TRUE(std::isinf(lse[r]) && lse[r] < 0) << "row " << r;
+      lse[r] = lse_h[r] = 0;
+    }
+  EXPECT_LT(max_err(out, out_h), 1e-6);
+  EXPECT_LT(max_err(lse, lse_h), 1e-6);
+}
+
+TEST(RingOpsCudaErrors, HeadDimAbove128) {
+  SKIP_WITHOUT_GPU();
+  AttnShape s;
+  s.D = 160;
+  const AttnRows none;
+  longctx::testing::expect_error(
+      [&] { backend_cuda().attn_block_forward(nullptr, nullptr, nullptr, nullptr, nullptr, none, none, s); },
+      {"attn_block_forward", "head dim 160 is outside [1, 128]"});
+}
+
 INSTANTIATE_TEST_SUITE_P(Cases, RingOps, ::testing::ValuesIn(cases()),
+                         [](const auto& info) { return std::string(info.param.name); });
+INSTANTIATE_TEST_SUITE_P(Cases, RingOpsCuda, ::testing::ValuesIn(cases()),
                          [](const auto& info) { return std::string(info.param.name); });
 
 // Finite differences (double) of L = Σ out ⊙ R, out = the merged blockwise attention of a
@@ -232,7 +351,8 @@ TEST(RingOpsGradcheck, BlockwisePipeline) {
   std::vector<double> out, lse, dq, dk, dv;
   auto run = [&] {
     blockwise<double>(out, lse, dq, dk, dv, q, k, v, R, qrows, blocks, s,
-                      ref::attn_block_forward<double>, ref::attn_block_backward<double>);
+                      ref::attn_block_forward<double>, ref::attn_block_backward<double>,
+                      attn_block_merge<double>);
   };
   auto loss = [&] {
     run();

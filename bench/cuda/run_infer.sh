@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The device call for the inference engine on cuda (issue 6): the CUDA engine test, `bench_infer
-# throughput --device cuda` on the small and swat-340m presets with the PyTorch HF-style eager
-# decode of the same shapes (tools/torch_infer_baseline.py) in the same call, and device memory
-# vs context (bench_infer memory). JSON lines and logs go to $OUT.
+# The device call for the inference engine on cuda (issue 6): the attention kernels vs cpu_ref
+# (test_cuda_ops CudaAttention.*: training shapes and queries after a KV cache), the CUDA engine
+# test, `bench_infer throughput --device cuda` on the small and swat-340m presets with the
+# PyTorch HF-style eager decode of the same shapes (tools/torch_infer_baseline.py) in the same
+# call, and device memory vs context (bench_infer memory). JSON lines and logs go to $OUT.
 #   On the CPU machine first:  bash bench/cuda/run_infer.sh pack BUILD_DIR   (a CUDA build with
-#   the targets longctx test_cuda_engine bench_infer; fills .devlibs/, carry it)
-#   On the device:             bash bench/cuda/run_infer.sh [test] [tput] [base] [mem]   (default: all)
+#   the targets longctx test_cuda_ops test_cuda_engine bench_infer; fills .devlibs/, carry it)
+#   On the device:             bash bench/cuda/run_infer.sh [attn] [test] [tput] [base] [mem]   (default: all)
 set -uo pipefail
 if [[ "${1:-}" == pack ]]; then
   build=${2:?usage: run_infer.sh pack BUILD_DIR}
@@ -15,13 +16,17 @@ if [[ "${1:-}" == pack ]]; then
 fi
 OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
-STAGES=" ${*:-test tput base mem} "
+STAGES=" ${*:-attn test tput base mem} "
 has() { [[ "$STAGES" == *" $1 "* ]]; }
 export LD_LIBRARY_PATH=$PWD/.devlibs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}:$PWD/.devlibs/fallback
 export OMP_NUM_THREADS=8
 BIN=$PWD/.devlibs
 { nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv,noheader
   grep -m1 "model name" /proc/cpuinfo; ldd $BIN/bench_infer | grep -E "not found|fallback"; } | tee "$OUT/machine.log"
+if has attn; then
+  timeout 300 $BIN/test_cuda_ops --gtest_filter='CudaAttention.*' 2>&1 | tee "$OUT/test_cuda_attention.log" |
+    grep -E "^\[  (PASSED|FAILED|SKIPPED) |FAILED|Failure|differs" | head -40
+fi
 if has test; then
   timeout 120 $BIN/test_cuda_engine 2>&1 | tee "$OUT/test_cuda_engine.log" | grep -E "^\[  (PASSED|FAILED|SKIPPED) |FAILED|Failure" | head -20
 fi

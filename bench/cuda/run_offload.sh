@@ -2,14 +2,15 @@
 # The device call of issue 8 (activation offloading): the offload tests on cuda, `bench profile
 # --device cuda` (T(s), Act(s), PCIe bandwidths), the Fig. 21 analogue (340M SWAT, w 1024, B 1:
 # peak device memory and step time vs offload ratio r and recompute), the longest trainable
-# context (recompute + r = 1), and the NCCL communicator on one rank. Binaries come prebuilt in
+# context (recompute + r = 1; `chunk`: context parallelism over time, --chunk, up to 2M tokens and
+# the softmax-window model at 1M), and the NCCL communicator on one rank. Binaries come prebuilt in
 # .devlibs/ (bench/cuda/pack_backend.sh BUILD_DIR, which also packs test_offload and
 # nccl_comm_test). Logs and JSON go to $OUT.
-#   bash bench/cuda/run_offload.sh [test] [prof] [fig21] [long] [nccl]   (default: all)
+#   bash bench/cuda/run_offload.sh [test] [prof] [fig21] [long] [chunk] [nccl]   (default: all)
 set -uo pipefail
 OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
-STAGES=" ${*:-test prof fig21 long nccl} "
+STAGES=" ${*:-test prof fig21 long chunk nccl} "
 has() { [[ "$STAGES" == *" $1 "* ]]; }
 export LD_LIBRARY_PATH=$PWD/.devlibs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}:$PWD/.devlibs/fallback
 export OMP_NUM_THREADS=8 NCCL_NVLS_ENABLE=0
@@ -21,7 +22,7 @@ case_() {
   local S=$1 t=$2; shift 2
   local line
   line=$(timeout "$t" $BIN/longctx bench train --device cuda --preset swat-340m --window 1024 --batch 1 \
-         -S "$S" --steps 2 "$@" 2>&1 | tail -1)
+         -S "$S" --steps "${STEPS:-2}" "$@" 2>&1 | tail -1)
   if [[ "$line" == \{* ]]; then echo "$line"
   else echo "{\"S\":$S,\"flags\":\"$*\",\"error\":$(printf '%s' "$line" | python3 -c 'import json,sys;print(json.dumps(sys.stdin.read()[:300]))')}"; fi
 }
@@ -44,6 +45,14 @@ if has fig21; then
 fi
 if has long; then
   for S in ${LONG_S:-393216 524288 1048576}; do case_ $S 90 --recompute --offload 1.0; done | tee "$OUT/long.jsonl"
+fi
+if has chunk; then  # context parallelism over time (dist/chunked_seq.h): the longest context
+  { case_ 4096 60
+    case_ 16384 60
+    for S in ${CHUNK_S:-262144 1048576 2097152}; do STEPS=1 case_ $S 150 --chunk 16384; done
+    STEPS=1 case_ 262144 60 --chunk 65536 --recompute
+    for S in ${CHUNK_SOFTMAX_S:-1048576}; do STEPS=1 case_ $S 150 --chunk 16384 --attention softmax; done
+  } | tee "$OUT/chunk.jsonl"
 fi
 if has nccl; then
   if command -v mpirun > /dev/null; then

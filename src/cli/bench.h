@@ -28,6 +28,7 @@ struct BenchTrainOpts {
   int window = 0;         // override (0: the preset's)
   bool recompute = false; // per-layer activation recompute (Model::recompute)
   double offload = 0;     // activation offloading ratio r (Model::offload)
+  int chunk = 0;          // context parallelism over time (dist/chunked_seq.h); 0: one piece
   int batch = 1, S = 1024, steps = 5, warmup = 1;
 };
 // Times full training steps (forward, backward, AdamW) on random tokens; returns

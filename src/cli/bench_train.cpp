@@ -6,6 +6,7 @@
 
 #include "cli/bench.h"
 #include "core/rng.h"
+#include "dist/chunked_seq.h"
 #include "model/model.h"
 #include "train/optimizer.h"
 #include "train/trainer.h"
@@ -57,18 +58,23 @@ nlohmann::json bench_train(const BenchTrainOpts& o) {
   const int T = o.batch * o.S;
   m.recompute = o.recompute;
   m.offload = o.offload;
-  m.reserve(T);
+  m.reserve(o.chunk > 0 ? std::min(o.chunk, T) : T);
   const Batch batch = random_batch(o.batch, o.S, c.vocab_size, 3);
   const TokenBatch b = batch_view(batch);
   AdamW opt;
   const int64_t n_targets = batch.n_targets();
   std::vector<double> times;
+  ChunkedStats chunked;
   for (int s = 0; s < o.warmup + o.steps; s++) {
     be.sync();
     auto t0 = std::chrono::steady_clock::now();
     be.zero(m.grads.data(), m.grads.size());
-    model_forward(m, b, nullptr, 1.0f / float(n_targets));
-    model_backward(m, b);
+    if (o.chunk > 0) {
+      chunked_forward_backward(m, b, o.chunk, 1.0f / float(n_targets), nullptr, &chunked);
+    } else {
+      model_forward(m, b, nullptr, 1.0f / float(n_targets));
+      model_backward(m, b);
+    }
     double norm = grad_norm(be, m.grads.data(), m.grads.size());
     grad_clip(be, m.grads.data(), m.grads.size(), norm, 1.0f);
     adamw_step(be, opt, m.params.data(), m.grads.data(), m.layout, 1e-4f);
@@ -95,6 +101,9 @@ nlohmann::json bench_train(const BenchTrainOpts& o) {
           {"recompute", o.recompute},
           {"offload", o.offload},
           {"offload_host_mb", double(m.offload_host_bytes()) / 1048576.0},
+          {"chunk", o.chunk},
+          {"chunks", chunked.chunks},
+          {"halo_mb", double(chunked.peak_halo_bytes) / 1048576.0},
           {"params", m.layout.total},
           {"step_ms", step_s * 1e3},
           {"tokens_per_s", tps},

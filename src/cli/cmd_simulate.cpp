@@ -63,7 +63,7 @@ void register_simulate(CLI::App& app) {
   };
   auto o = std::make_shared<Opts>();
   SimOptions& s = o->sim;
-  cmd->add_option("--model", s.model, "7b | 13b | 30b | 70b (LLaMA shapes)")->capture_default_str();
+  cmd->add_option("--model", s.model, "7b | 13b | 30b | 70b (LLaMA shapes) or a longctx preset (e.g. swat-340m, with a profile of it: --cost)")->capture_default_str();
   cmd->add_option("--hardware", s.hardware, "h100 | a100 (public specs)")->capture_default_str();
   cmd->add_option("--gpus", s.gpus, "GPUs in the cluster")->capture_default_str();
   cmd->add_option("--context", s.context, "Longest sequence (tokens)")->capture_default_str();

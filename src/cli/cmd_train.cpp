@@ -5,6 +5,7 @@
 #include "cli/bench.h"
 #include "cli/commands.h"
 #include "core/error.h"
+#include "dist/chunked_seq.h"
 #include "train/trainer.h"
 
 namespace longctx {
@@ -51,6 +52,9 @@ void register_train(CLI::App& app) {
   cmd->add_option("--offload", *offload, "Activation offloading to pinned host memory: off | auto | ratio r in [0,1]")
       ->capture_default_str();
   cmd->add_option("--offload-cost", *offload_cost, "Profile JSON (`bench profile`) for --offload auto");
+  cmd->add_option("--chunk", o->chunk, "Train each micro-batch in chunks of this many tokens, the window's K/V "
+                  "halo carried between them (memory of one chunk; ~4/3 the work): contexts beyond one "
+                  "device's memory")->check(CLI::NonNegativeNumber);
   const auto hdp = add_train_hdp(cmd);  // --hdp …: cmd_train_hdp.cpp
   cmd->callback([=] {
     Config c = config_path->empty() ? config_preset(*preset) : config_from_file(*config_path);
@@ -68,6 +72,10 @@ void register_train(CLI::App& app) {
     }
     o->config = c;
     o->offload = offload_from_flag(*offload, *offload_cost, o->seq, c.hidden_size, o->recompute);
+    if (o->chunk > 0)
+      o->forward_backward = [chunk = o->chunk](Model& m, const TokenBatch& b, float dloss) {
+        return chunked_forward_backward(m, b, chunk, dloss, nullptr);
+      };
     if (hdp(*o)) return;
     TrainResult r = train(*o);
     fmt::print("trained {} steps, {:.0f} tokens/s{}\n", r.steps_done, r.tokens_per_s,

@@ -34,6 +34,8 @@ std::function<bool(const TrainOptions&)> add_train_hdp(CLI::App* cmd) {
         LCX_CHECK(opt->count() == 0, "{} needs --hdp", opt->get_name());
       return false;
     }
+    LCX_CHECK(t.chunk == 0, "--chunk trains a long sequence in one process; with --hdp it spans "
+              "several ranks instead (--capacity)");
     o->train = t;
     o->scheduler = scheduler_from_string(*scheduler);
 #ifdef LONGCTX_HAVE_MPI

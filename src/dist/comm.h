@@ -65,6 +65,11 @@ class Comm {
   virtual void all_gather(float* buf, size_t n) = 0;
   virtual void barrier() = 0;
 
+  // Lets the library move this rank's pending messages along (MPI: a large isend travels only
+  // while its sender is inside MPI). A communicator that blocks on another one (NCCL waiting
+  // while the remote loader's MPI sends are pending) calls it from its wait loops.
+  virtual void progress() {}
+
   // Prints "longctx: rank R: MSG" to stderr and ends every rank of the job with exit code `code`.
   [[noreturn]] virtual void abort(const std::string& msg, int code = 1) = 0;
 

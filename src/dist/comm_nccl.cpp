@@ -51,8 +51,7 @@ class NcclComm final : public Comm {
     ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
     cfg.blocking = 0;
     ncclResult_t r = ncclCommInitRankConfig(&comm_, size_, id, rank_, &cfg);
-    if (r != ncclSuccess && r != ncclInProgress) nccl_check(r, "ncclCommInitRankConfig");
-    settle("ncclCommInitRank");
+    issued(r, "ncclCommInitRankConfig");
   }
   ~NcclComm() override {
     if (comm_) ncclCommDestroy(comm_);
@@ -90,8 +89,7 @@ class NcclComm final : public Comm {
   void allreduce_sum(float* buf, size_t n) override {
     if (size_ == 1 || n == 0) return;
     launch();  // operations recorded before the all-reduce go first, as with MPI
-    ncclResult_t r = ncclAllReduce(buf, buf, n, ncclFloat, ncclSum, comm_, stream_);
-    if (r != ncclSuccess && r != ncclInProgress) nccl_check(r, "ncclAllReduce");
+    issued(ncclAllReduce(buf, buf, n, ncclFloat, ncclSum, comm_, stream_), "ncclAllReduce");
     stats.bytes_sent += int64_t(2 * (size_ - 1) * n / size_ * sizeof(float));
     Op op;
     op.what = fmt::format("an all-reduce of {} floats", n);
@@ -153,8 +151,7 @@ class NcclComm final : public Comm {
                               : ncclBroadcast(buf + lo, buf + lo, cnt, ncclFloat, i, comm_, stream_);
       if (r != ncclSuccess && r != ncclInProgress) nccl_check(r, reduce ? "ncclReduce" : "ncclBroadcast");
     }
-    ncclResult_t r = ncclGroupEnd();
-    if (r != ncclSuccess && r != ncclInProgress) nccl_check(r, "ncclGroupEnd");
+    issued(ncclGroupEnd(), "ncclGroupEnd");
     stats.bytes_sent += int64_t((size_ - 1) * n / size_ * sizeof(float));
     Op op;
     op.what = fmt::format("a {} of {} floats", reduce ? "reduce-scatter" : "all-gather", n);
@@ -174,8 +171,7 @@ class NcclComm final : public Comm {
       if (r != ncclSuccess && r != ncclInProgress) nccl_check(r, o.send ? "ncclSend" : "ncclRecv");
       o.launched = true;
     }
-    ncclResult_t r = ncclGroupEnd();
-    if (r != ncclSuccess && r != ncclInProgress) nccl_check(r, "ncclGroupEnd");
+    issued(ncclGroupEnd(), "ncclGroupEnd");
   }
 
   // Waits for everything enqueued on the stream so far, against the deadline.
@@ -187,6 +183,14 @@ class NcclComm final : public Comm {
       if (e != cudaErrorNotReady) fail("rank {}: CUDA error during {}: {}", rank_, op.what, cudaGetErrorString(e));
       return false;
     }, op.what);
+  }
+
+  // The result of a call on the non-blocking communicator: ncclInProgress means it is still
+  // being issued, and NCCL refuses every other call on the communicator until it has been
+  // ("Attempt to use communicator before the previous operation returned ncclSuccess"), so wait.
+  void issued(ncclResult_t r, const char* what) {
+    if (r == ncclInProgress) settle(what);
+    else nccl_check(r, what);
   }
 
   // Waits until a non-blocking NCCL call has finished (ncclInProgress → ncclSuccess).
@@ -206,6 +210,7 @@ class NcclComm final : public Comm {
     const auto start = clock::now();
     for (long spins = 0; !done(); spins++) {
       if (spins < 1000) continue;
+      mpi_.progress();  // the remote loader's MPI sends travel while this rank waits here
       std::this_thread::sleep_for(std::chrono::microseconds(20));
       if ((spins & 1023) != 0) continue;
       ncclResult_t st = ncclSuccess;

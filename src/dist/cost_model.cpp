@@ -1,12 +1,14 @@
 // Cost model fits, JSON, hardware specs and model shapes (see cost_model.h).
 #include "dist/cost_model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "core/json_file.h"
+#include "model/config.h"
 
 namespace longctx {
 
@@ -159,12 +161,25 @@ ModelShape model_shape_preset(const std::string& name) {
   } else if (name == "70b") {
     m.layers = 80; m.hidden = 8192; m.heads = 64; m.kv_heads = 8; m.ffn = 28672; m.tp = 8; m.pp = 4;
   } else {
-    fail("unknown model '{}' (expected one of: 7b, 13b, 30b, 70b)", name);
+    // longctx's own presets (model/config.h), on one GPU per rank: the shapes a measured
+    // profile (`bench profile --preset P`) belongs to, so the simulator can be checked against
+    // a real run of the same model.
+    const auto ours = config_preset_names();
+    LCX_CHECK(std::find(ours.begin(), ours.end(), name) != ours.end(),
+              "unknown model '{}' (expected one of: {})", name, fmt::join(model_shape_preset_names(), ", "));
+    const Config c = config_preset(name);
+    m.layers = c.num_hidden_layers, m.hidden = c.hidden_size, m.heads = c.num_attention_heads;
+    m.kv_heads = c.num_key_value_heads, m.ffn = c.intermediate_size, m.vocab = c.vocab_size;
+    m.tp = m.pp = 1;
   }
   return m;
 }
 
-std::vector<std::string> model_shape_preset_names() { return {"7b", "13b", "30b", "70b"}; }
+std::vector<std::string> model_shape_preset_names() {
+  std::vector<std::string> names{"7b", "13b", "30b", "70b"};
+  for (const auto& n : config_preset_names()) names.push_back(n);
+  return names;
+}
 
 CostModel cost_from_specs(const ModelShape& m, const Hardware& hw, double mfu) {
   LCX_CHECK(mfu > 0 && mfu <= 1, "--mfu must be in (0, 1], got {}", mfu);

@@ -61,7 +61,8 @@ struct ModelShape {
   double params() const;   // total parameters
   double layer_params() const;
 };
-ModelShape model_shape_preset(const std::string& name);  // 7b | 13b | 30b | 70b
+// 7b | 13b | 30b | 70b (LLaMA, the paper's TP/PP) or a longctx preset (model/config.h; TP = PP = 1)
+ModelShape model_shape_preset(const std::string& name);
 std::vector<std::string> model_shape_preset_names();
 
 // Per-layer cost of one HDP rank (a TP group of tp GPUs holding layers/pp layers) derived from

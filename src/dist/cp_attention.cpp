@@ -21,13 +21,6 @@ int64_t halo_begin_of(const CpPlacement& p, int64_t b, int64_t e, int window) {
   return std::max(b - (window - 1), doc_start(p.cu_seqlens, b));
 }
 
-// The first n elements of b, in be's memory: reallocated only when b is smaller (or elsewhere).
-template <class T>
-T* fit(Buffer<T>& b, const Backend& be, size_t n) {
-  if (b.size() < n || b.backend() != &be) b = Buffer<T>(be, n);
-  return b.data();
-}
-
 // dst ← src, n floats of be's memory.
 void copy_floats(const Backend& be, float* dst, const float* src, size_t n) {
   if (n) be.copy(dst, src, n * sizeof(float), Copy::within);

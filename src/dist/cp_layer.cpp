@@ -16,13 +16,6 @@ CpAttnArgs cp_args(const Model& m, const AttnShape& s, int layer) {
   return a;
 }
 
-// Ring attention computes on host memory (ring_attention.h).
-void check_ring_backend(const Backend& be) {
-  LCX_CHECK(!be.device, "ring attention (a softmax model attending to a whole sequence over "
-            "several ranks) runs on host backends only, not '{}'; train a SWAT or sliding-window "
-            "model on the GPU, or use --device cpu", be.name);
-}
-
 // The attention shape of a local run: the model's options over the run's rows and documents
 // (cu: r.cu_seqlens in the backend's memory).
 AttnShape run_shape(const AttnShape& s, const CpRun& r, const int32_t* cu) {
@@ -81,7 +74,7 @@ const int32_t* CpLayerAttention::run_cu(const Backend& be, size_t run) {
       cu_at_[i] = all.size();
       all.insert(all.end(), runs_[i].cu_seqlens.begin(), runs_[i].cu_seqlens.end());
     }
-    if (cu_.size() < all.size() || cu_.backend() != &be) cu_ = Buffer<int32_t>(be, all.size());
+    fit(cu_, be, all.size());
     cu_.upload(all.data(), all.size());
     cu_be_ = &be;
   }
@@ -107,8 +100,7 @@ void CpLayerAttention::forward(const Model& m, int layer, const AttnShape& s, fl
                              k + b * kvd, v + b * kvd);
         break;
       case CpRun::Kind::ring:
-        check_ring_backend(be);
-        ring_attention_forward(comm_, r.ring, r.part, cp_args(m, s, layer), ring_scratch_,
+        ring_attention_forward(comm_, be, r.ring, r.part, cp_args(m, s, layer), ring_scratch_,
                                out + b * qd, lse_r, q + b * qd, k + b * kvd, v + b * kvd);
         break;
       case CpRun::Kind::local:
@@ -142,8 +134,7 @@ void CpLayerAttention::backward(const Model& m, int layer, const AttnShape& s, f
                               k + b * kvd, v + b * kvd);
         break;
       case CpRun::Kind::ring:
-        check_ring_backend(be);
-        ring_attention_backward(comm_, r.ring, r.part, cp_args(m, s, layer), ring_scratch_,
+        ring_attention_backward(comm_, be, r.ring, r.part, cp_args(m, s, layer), ring_scratch_,
                                 dq + b * qd, dk + b * kvd, dv + b * kvd, dout + b * qd,
                                 out + b * qd, lse_r, q + b * qd, k + b * kvd, v + b * kvd);
         break;

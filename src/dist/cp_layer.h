@@ -9,8 +9,8 @@
 //          or its part of a static DP×CP micro-batch's whole packed stream (ByteScale §7 packed
 //          dist-attn, hdp_packed_placement): one ring call over several documents.
 // The messages of layer l carry tags 2l (halo; ring K/V) and 2l+1 (ring dK/dV).
-// Local and halo runs work on any backend (the cuda one with an NCCL communicator); ring runs
-// only on host backends (ring_attention.h), so a device backend with a ring run is an Error.
+// Every run works on any backend: host backends with the MPI communicator, the cuda one with an
+// NCCL communicator (device buffers; ring runs use the cuda block kernels, attn_block.cu).
 #pragma once
 #include <cstdint>
 #include <vector>

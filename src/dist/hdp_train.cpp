@@ -424,12 +424,6 @@ TrainResult hdp_train(Comm& comm, const HdpOptions& o, Comm* loader_comm) {
             be.name, be.device ? "device" : "host", be.device ? "NCCL" : "MPI", comm.name());
   LCX_CHECK(std::string(host.name()) != "nccl",
             "--hdp: the remote loader's messages are host buffers; give it the MPI communicator");
-  // A softmax model whose window covers every sequence attends to the whole of a sequence spread
-  // over ranks: ring attention, which runs on host memory only.
-  LCX_CHECK(!be.device || ring_rule(cfg).window < max_len,
-            "--hdp --device {}: a full-attention softmax model (window {} ≥ --max-len {}) needs "
-            "ring attention, which runs on host backends only; use a SWAT or sliding-window model "
-            "(--window below the longest sequence) or --device cpu", be.name, cfg.window, max_len);
   Model model(cfg, be);
   model.recompute = t.recompute;  // memory policy of every micro-batch (set before reserve)
   model.offload = t.offload;

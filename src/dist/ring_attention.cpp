@@ -7,7 +7,6 @@
 #include <utility>
 
 #include "core/error.h"
-#include "kernels/cpu/attn_block.h"
 
 namespace longctx {
 namespace {
@@ -37,25 +36,59 @@ AttnShape block_shape(const CpAttnArgs& a) {
   return s;
 }
 
-// This part's query rows (with their documents' first rows).
-AttnRows query_rows(const RingPlacement& p, int part, RingScratch& scr) {
-  const auto& rows = p.rows[size_t(part)];
+// The rows of every part (the key rows of each block) and this part's query rows with their
+// documents' first rows, uploaded to be's memory once per call.
+struct BlockRows {
+  AttnRows query;
+  std::vector<AttnRows> key;  // [part]
+};
+
+BlockRows upload_rows(const Backend& be, const RingPlacement& p, int part, RingScratch& scr) {
+  size_t total = 0;
+  for (const auto& r : p.rows) total += r.size();
+  const int32_t* all = fit(scr.rows, be, total);
+  BlockRows br;
+  size_t at = 0;
+  for (const auto& r : p.rows) {
+    scr.rows.upload(r.data(), r.size(), at);
+    br.key.push_back(AttnRows{all + at, nullptr, int(r.size())});
+    at += r.size();
+  }
+  const auto& mine = p.rows[size_t(part)];
   const auto& cu = p.cu_seqlens;
-  scr.doc_begin.resize(rows.size());
-  for (size_t i = 0; i < rows.size(); i++)
-    scr.doc_begin[i] = *(std::upper_bound(cu.begin(), cu.end(), rows[i]) - 1);
-  return AttnRows{rows.data(), scr.doc_begin.data(), int(rows.size())};
+  std::vector<int32_t> doc_begin(mine.size());
+  for (size_t i = 0; i < mine.size(); i++)
+    doc_begin[i] = *(std::upper_bound(cu.begin(), cu.end(), mine[i]) - 1);
+  fit(scr.doc_begin, be, doc_begin.size());
+  scr.doc_begin.upload(doc_begin.data(), doc_begin.size());
+  br.query = AttnRows{br.key[size_t(part)].idx, scr.doc_begin.data(), int(mine.size())};
+  return br;
 }
 
-AttnRows key_rows(const RingPlacement& p, int part) {
-  return AttnRows{p.rows[size_t(part)].data(), nullptr, int(rows_of(p, part))};
+// buf = [K rows | V rows] of this part's n rows (kvd floats a row).
+void pack_kv(const Backend& be, Buffer<float>& buf, const float* k, const float* v, size_t n,
+             size_t kvd) {
+  float* b = fit(buf, be, 2 * n * kvd);
+  if (n) {
+    be.copy(b, k, n * kvd * sizeof(float), Copy::within);
+    be.copy(b + n * kvd, v, n * kvd * sizeof(float), Copy::within);
+  }
 }
 
-// buf = [K rows | V rows] of a slice of n rows.
-void pack_kv(std::vector<float>& buf, const float* k, const float* v, size_t n, size_t kvd) {
-  buf.resize(2 * n * kvd);
-  std::copy(k, k + n * kvd, buf.begin());
-  std::copy(v, v + n * kvd, buf.begin() + long(n * kvd));
+// Posts step `step`'s exchange: the slice held now (in cur) to the next part, and the next slice
+// from the previous part into nxt; nothing at the last step.
+std::vector<CommRequest> pass_slice(Comm& comm, const Backend& be, const RingPlacement& p,
+                                    int part, int step, size_t kvd, int tag, RingScratch& scr) {
+  const int N = p.parts();
+  if (step + 1 >= N) return {};
+  const size_t nn = 2 * rows_of(p, ring_prev(part, step + 1, N)) * kvd;
+  float* nxt = fit(scr.nxt, be, nn);
+  be.sync();  // cur is complete; nxt is neither read by the last step's kernels nor being zeroed
+  std::vector<CommRequest> reqs;
+  reqs.push_back(comm.irecv(nxt, nn, p.ranks[size_t(ring_prev(part, 1, N))], tag));
+  reqs.push_back(comm.isend(scr.cur.data(), 2 * rows_of(p, ring_prev(part, step, N)) * kvd,
+                            p.ranks[size_t((part + 1) % N)], tag));
+  return reqs;
 }
 
 }  // namespace
@@ -116,6 +149,7 @@ void ring_check(const RingPlacement& p) {
 
 int64_t ring_bytes(const RingPlacement& p, int part, int Hkv, int D, bool backward) {
   const int N = p.parts();
+  if (N == 1) return 0;  // a ring of one part sends nothing
   int64_t rows = 0;
   for (int s = 0; s < N - 1; s++) rows += int64_t(rows_of(p, ring_prev(part, s, N)));  // K/V
   if (backward) rows *= 2;  // K/V again + dK/dV over N−1 hops, then the last hop home:
@@ -133,88 +167,81 @@ int64_t ring_pairs(const RingPlacement& p, int part, int window) {
   return pairs;
 }
 
-void ring_attention_forward(Comm& comm, const RingPlacement& p, int part, const CpAttnArgs& a,
-                            RingScratch& scr, float* out, float* lse, const float* q,
-                            const float* k, const float* v) {
+void ring_attention_forward(Comm& comm, const Backend& be, const RingPlacement& p, int part,
+                            const CpAttnArgs& a, RingScratch& scr, float* out, float* lse,
+                            const float* q, const float* k, const float* v) {
   check_args(comm, p, part, a);
-  const int N = p.parts();
-  const size_t kvd = size_t(a.attn.Hkv) * a.attn.D, T = rows_of(p, part);
+  const int N = p.parts(), H = a.attn.H, D = a.attn.D;
+  const size_t kvd = size_t(a.attn.Hkv) * D, T = rows_of(p, part);
   const AttnShape s = block_shape(a);
-  const AttnRows qr = query_rows(p, part, scr);
-  const int next = p.ranks[size_t((part + 1) % N)], prev = p.ranks[size_t(ring_prev(part, 1, N))];
-  pack_kv(scr.cur, k, v, T, kvd);
-  scr.out_b.resize(T * size_t(a.attn.H) * a.attn.D);
-  scr.lse_b.resize(T * size_t(a.attn.H));
+  const BlockRows rows = upload_rows(be, p, part, scr);
+  pack_kv(be, scr.cur, k, v, T, kvd);
+  float* out_b = fit(scr.out_b, be, T * size_t(H) * D);
+  float* lse_b = fit(scr.lse_b, be, T * size_t(H));
   for (int step = 0; step < N; step++) {
     const int held = ring_prev(part, step, N);
-    std::vector<CommRequest> reqs;
-    if (step + 1 < N) {  // next slice in flight while this one is computed
-      scr.nxt.resize(2 * rows_of(p, ring_prev(part, step + 1, N)) * kvd);
-      reqs.push_back(comm.irecv(scr.nxt.data(), scr.nxt.size(), prev, a.tag));
-      reqs.push_back(comm.isend(scr.cur.data(), scr.cur.size(), next, a.tag));
-    }
     const size_t n = rows_of(p, held);
+    // the next slice in flight while this one is computed
+    std::vector<CommRequest> reqs = pass_slice(comm, be, p, part, step, kvd, a.tag, scr);
     const float* kb = scr.cur.data();
     const float* vb = kb + n * kvd;
     if (step == 0) {
-      cpu::attn_block_forward(out, lse, q, kb, vb, qr, key_rows(p, held), s);
+      be.attn_block_forward(out, lse, q, kb, vb, rows.query, rows.key[size_t(held)], s);
     } else {
-      cpu::attn_block_forward(scr.out_b.data(), scr.lse_b.data(), q, kb, vb, qr,
-                              key_rows(p, held), s);
-      attn_block_merge(out, lse, scr.out_b.data(), scr.lse_b.data(), int(T), a.attn.H, a.attn.D);
+      be.attn_block_forward(out_b, lse_b, q, kb, vb, rows.query, rows.key[size_t(held)], s);
+      be.attn_block_merge(out, lse, out_b, lse_b, int(T), H, D);
     }
     comm.wait_all(reqs);
     scr.cur.swap(scr.nxt);
   }
 }
 
-void ring_attention_backward(Comm& comm, const RingPlacement& p, int part, const CpAttnArgs& a,
-                             RingScratch& scr, float* dq, float* dk, float* dv, const float* dout,
-                             const float* out, const float* lse, const float* q, const float* k,
-                             const float* v) {
+void ring_attention_backward(Comm& comm, const Backend& be, const RingPlacement& p, int part,
+                             const CpAttnArgs& a, RingScratch& scr, float* dq, float* dk,
+                             float* dv, const float* dout, const float* out, const float* lse,
+                             const float* q, const float* k, const float* v) {
   check_args(comm, p, part, a);
   const int N = p.parts();
   const size_t kvd = size_t(a.attn.Hkv) * a.attn.D, T = rows_of(p, part);
   const AttnShape s = block_shape(a);
-  const AttnRows qr = query_rows(p, part, scr);
+  const BlockRows rows = upload_rows(be, p, part, scr);
   const int next = p.ranks[size_t((part + 1) % N)], prev = p.ranks[size_t(ring_prev(part, 1, N))];
-  pack_kv(scr.cur, k, v, T, kvd);
+  pack_kv(be, scr.cur, k, v, T, kvd);
   CommRequest drecv, dsend;
   for (int step = 0; step < N; step++) {
     const int held = ring_prev(part, step, N);
     const size_t n = rows_of(p, held);
-    std::vector<CommRequest> reqs;
-    if (step + 1 < N) {
-      scr.nxt.resize(2 * rows_of(p, ring_prev(part, step + 1, N)) * kvd);
-      reqs.push_back(comm.irecv(scr.nxt.data(), scr.nxt.size(), prev, a.tag));
-      reqs.push_back(comm.isend(scr.cur.data(), scr.cur.size(), next, a.tag));
-    }
+    std::vector<CommRequest> reqs = pass_slice(comm, be, p, part, step, kvd, a.tag, scr);
     // This block's dK/dV into a fresh buffer while the accumulator of `held` is still arriving.
-    scr.dtmp.assign(2 * n * kvd, 0.0f);
+    float* dtmp = fit(scr.dtmp, be, 2 * n * kvd);
+    be.zero(dtmp, 2 * n * kvd);
     const float* kb = scr.cur.data();
-    cpu::attn_block_backward(dq, scr.dtmp.data(), scr.dtmp.data() + n * kvd, dout, out, lse, q,
-                             kb, kb + n * kvd, qr, key_rows(p, held), s);
+    be.attn_block_backward(dq, dtmp, dtmp + n * kvd, dout, out, lse, q, kb, kb + n * kvd,
+                           rows.query, rows.key[size_t(held)], s);
     if (step == 0) {
-      scr.dacc.assign(2 * n * kvd, 0.0f);
+      be.zero(fit(scr.dacc, be, 2 * n * kvd), 2 * n * kvd);
     } else {
       comm.wait(drecv);
     }
-    for (size_t i = 0; i < scr.dacc.size(); i++) scr.dacc[i] += scr.dtmp[i];
+    be.add(scr.dacc.data(), dtmp, 2 * n * kvd);
+    if (N == 1) break;  // a ring of one part: the accumulator is home already
     if (step > 0) comm.wait(dsend);
     scr.dsend.swap(scr.dacc);
-    dsend = comm.isend(scr.dsend.data(), scr.dsend.size(), next, a.tag + 1);
     // The accumulator of the slice held next (after the last step: this part's own, home).
-    scr.dacc.resize(2 * rows_of(p, ring_prev(part, step + 1, N)) * kvd);
-    drecv = comm.irecv(scr.dacc.data(), scr.dacc.size(), prev, a.tag + 1);
+    const size_t na = 2 * rows_of(p, ring_prev(part, step + 1, N)) * kvd;
+    float* acc = fit(scr.dacc, be, na);
+    be.sync();  // the leaving accumulator is complete (and a fresh one zeroed) before comm runs
+    dsend = comm.isend(scr.dsend.data(), 2 * n * kvd, next, a.tag + 1);
+    drecv = comm.irecv(acc, na, prev, a.tag + 1);
     comm.wait_all(reqs);
     scr.cur.swap(scr.nxt);
   }
-  comm.wait(drecv);
-  comm.wait(dsend);
-  for (size_t i = 0; i < T * kvd; i++) {
-    dk[i] += scr.dacc[i];
-    dv[i] += scr.dacc[T * kvd + i];
+  if (N > 1) {
+    comm.wait(drecv);
+    comm.wait(dsend);
   }
+  be.add(dk, scr.dacc.data(), T * kvd);
+  be.add(dv, scr.dacc.data() + T * kvd, T * kvd);
 }
 
 }  // namespace longctx

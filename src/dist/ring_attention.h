@@ -6,13 +6,20 @@
 //   forward, N parts on a ring (part i sends to i+1, receives from i−1), N steps: at step s part i
 //   holds the K/V slice of part i−s; it posts the transfer of that slice to i+1 (and the receive of
 //   the next one) BEFORE computing its queries against it (the transfer overlaps the compute), then
-//   merges the block's partial (out, lse) into its running result by log-sum-exp
-//   (kernels/cpu/attn_block.h).
+//   merges the block's partial (out, lse) into its running result by log-sum-exp (the op table's
+//   attn_block_forward / attn_block_merge; math in kernels/cpu/attn_block.h).
 //   backward: the K/V slices travel the ring again, each with a dK/dV accumulator that every part
 //   adds its block gradient to; after N hops the accumulator is back at its owner. dQ stays local.
 //   The accumulator of step s is sent while step s+1 computes into a fresh buffer.
 //   Bytes per part and call: forward (N−1)·|KV slice|, backward (N−1)·|KV| + N·|dKV|, i.e.
-//   O(s·Hkv·D) — only the Hkv KV heads travel (GQA), never the H query heads.
+//   O(s·Hkv·D) — only the Hkv KV heads travel (GQA), never the H query heads. A ring of one part
+//   sends nothing (its accumulator is home after its one step).
+//
+// Memory: as the halo exchange (cp_attention.h), every buffer (q/k/v/out/lse and gradients, the
+// scratch, the messages, the rows of each block) lives in the backend's memory and is moved with
+// Backend ops, so one code path serves host backends over MPI and the cuda backend over NCCL; the
+// backend is synchronised (Backend::sync) before messages are posted. The placement's rows are
+// uploaded once per call (one int32 per stream row).
 //
 // Placement (which stream rows each part holds; the same function on every rank, no talking):
 //  - zig-zag (ByteScale): every document of the packed stream is cut into 2N chunks and part i
@@ -62,23 +69,27 @@ void ring_check(const RingPlacement& p);
 // bias 0; window ≥ the stream length is full causal attention. K/V messages use a.tag, dK/dV
 // a.tag + 1 (both ≤ Comm::kMaxUserTag).
 
-// Buffers reused across calls and layers.
+// Scratch in the backend's memory, grown on demand and reused across calls and layers.
 struct RingScratch {
-  std::vector<int32_t> doc_begin;  // of this part's rows
-  std::vector<float> cur, nxt, dacc, dsend, dtmp, out_b, lse_b;
+  Buffer<int32_t> rows;       // every part's rows back to back (the key rows of each block)
+  Buffer<int32_t> doc_begin;  // first row of the document of each of this part's rows
+  Buffer<float> cur, nxt;     // K/V slice held, and the next one arriving ([K rows | V rows])
+  Buffer<float> dacc, dsend, dtmp;  // backward: dK/dV accumulators (arriving, leaving, this block)
+  Buffer<float> out_b, lse_b;       // forward: one block's partial result
 };
 
 // Forward of part `part` (on rank p.ranks[part]): q, out (T,H,D); k, v (T,Hkv,D) post-RoPE;
-// lse (T,H); T = p.rows[part].size(). Overwrites out and lse.
-void ring_attention_forward(Comm& comm, const RingPlacement& p, int part, const CpAttnArgs& a,
-                            RingScratch& scr, float* out, float* lse, const float* q,
-                            const float* k, const float* v);
+// lse (T,H); T = p.rows[part].size(). Overwrites out and lse. Every pointer (a.attn.slopes too) is
+// in be's memory; comm carries buffers of that memory (MPI: host, NCCL: device).
+void ring_attention_forward(Comm& comm, const Backend& be, const RingPlacement& p, int part,
+                            const CpAttnArgs& a, RingScratch& scr, float* out, float* lse,
+                            const float* q, const float* k, const float* v);
 // Backward of the same call, given its out and lse: ACCUMULATES (+=) into dq (T,H,D), dk, dv
 // (T,Hkv,D) — dk/dv including every other part's contribution to this part's keys.
-void ring_attention_backward(Comm& comm, const RingPlacement& p, int part, const CpAttnArgs& a,
-                             RingScratch& scr, float* dq, float* dk, float* dv, const float* dout,
-                             const float* out, const float* lse, const float* q, const float* k,
-                             const float* v);
+void ring_attention_backward(Comm& comm, const Backend& be, const RingPlacement& p, int part,
+                             const CpAttnArgs& a, RingScratch& scr, float* dq, float* dk,
+                             float* dv, const float* dout, const float* out, const float* lse,
+                             const float* q, const float* k, const float* v);
 
 // Bytes part `part` sends in one forward or one backward (fp32), as the header's formula.
 int64_t ring_bytes(const RingPlacement& p, int part, int Hkv, int D, bool backward = false);

@@ -51,6 +51,16 @@ inline double attention_flops_fwd(double S, double w, int H, int D) {
   return 4.0 * (S * w - w * w / 2) * D * H;
 }
 
+// The rows of one attention block at ARBITRARY positions of a packed token stream (ring attention,
+// kernels/cpu/attn_block.h): row i sits at index idx[i] of the stream (ascending); doc_begin[i] is
+// the first index of its document (query rows only; may be null for key rows). Both arrays live in
+// the backend's memory.
+struct AttnRows {
+  const int32_t* idx = nullptr;
+  const int32_t* doc_begin = nullptr;
+  int n = 0;
+};
+
 // Direction of Backend::copy.
 enum class Copy { to_device, to_host, within };
 
@@ -125,6 +135,24 @@ struct Backend {
   void (*softmax_attn_backward)(float* dq, float* dk, float* dv, const float* dout,
                                 const float* out, const float* lse, const float* q,
                                 const float* k, const float* v, const AttnShape& s);
+
+  // Softmax attention of a block of queries against a block of keys at arbitrary rows of one
+  // stream: ring attention's kernel (kernels/cpu/attn_block.h: the math and the reference).
+  // AttnShape gives H, Hkv, D, window, slopes, scale (its T, Tk, cu_seqlens, bias are unused).
+  // forward: out (nq,H,D), lse (nq,H) = the block's PARTIAL result (lse −inf, out 0 for a row
+  // that sees no key of the block); q (nq,H,D); k, v (nk,Hkv,D).
+  void (*attn_block_forward)(float* out, float* lse, const float* q, const float* k,
+                             const float* v, const AttnRows& qr, const AttnRows& kr,
+                             const AttnShape& s);
+  // backward of one block given the FINAL out, lse (nq,H) over all blocks: dq (nq,H,D) += …,
+  // dk, dv (nk,Hkv,D) += …
+  void (*attn_block_backward)(float* dq, float* dk, float* dv, const float* dout,
+                              const float* out, const float* lse, const float* q, const float* k,
+                              const float* v, const AttnRows& qr, const AttnRows& kr,
+                              const AttnShape& s);
+  // log-sum-exp merge of a partial (out_b, lse_b) into the running (out, lse): rows × H of D
+  void (*attn_block_merge)(float* out, float* lse, const float* out_b, const float* lse_b,
+                           int rows, int H, int D);
 
   // h (T,F) = silu(gate) ⊙ up
   void (*swiglu_forward)(float* h, const float* gate, const float* up, int T, int F);
@@ -220,5 +248,13 @@ class Buffer {
   T* p_ = nullptr;
   size_t n_ = 0;
 };
+
+// The first n elements of b, in be's memory: b is reallocated (zeroed) only when it is smaller or
+// lives on another backend, so scratch buffers grow to the largest call and are reused.
+template <class T>
+T* fit(Buffer<T>& b, const Backend& be, size_t n) {
+  if (b.size() < n || b.backend() != &be) b = Buffer<T>(be, n);
+  return b.data();
+}
 
 }  // namespace longctx

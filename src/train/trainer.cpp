@@ -1,5 +1,6 @@
 #include "train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -74,7 +75,10 @@ TrainResult train(const TrainOptions& o) {
   Model model(cfg, be);
   model.recompute = o.recompute;
   model.offload = o.offload;
-  model.reserve(o.batch * o.seq);
+  LCX_CHECK(o.chunk >= 0 && (o.chunk == 0 || o.forward_backward),
+            "chunk {}: chunked training needs its forward_backward (src/dist/chunked_seq.h)", o.chunk);
+  const int eval_seq = o.chunk > 0 ? std::clamp(o.chunk / o.batch, 1, o.seq) : o.seq;
+  model.reserve(o.chunk > 0 ? std::min(o.chunk, o.batch * o.seq) : o.batch * o.seq);
   AdamW opt;
   opt.beta1 = o.beta1, opt.beta2 = o.beta2, opt.weight_decay = o.weight_decay;
   Loader loader(train_bin, o.batch, o.seq, o.seed);
@@ -134,8 +138,13 @@ TrainResult train(const TrainOptions& o) {
     double loss_sum = 0.0;
     for (auto& mb : micro) {
       TokenBatch tb = batch_view(mb);
-      loss_sum += model_forward(model, tb, nullptr, 1.0f / float(n_targets));
-      model_backward(model, tb);
+      const float dloss = 1.0f / float(n_targets);
+      if (o.forward_backward) {
+        loss_sum += o.forward_backward(model, tb, dloss);
+      } else {
+        loss_sum += model_forward(model, tb, nullptr, dloss);
+        model_backward(model, tb);
+      }
       tokens_seen += tb.T;
     }
     const double loss = loss_sum / double(n_targets);
@@ -170,7 +179,7 @@ TrainResult train(const TrainOptions& o) {
     const bool final_step = step + 1 == last;
     const bool out_of_time = o.max_minutes > 0 && elapsed() > o.max_minutes * 60.0;
     if ((o.eval_every > 0 && (step + 1) % o.eval_every == 0) || final_step || out_of_time) {
-      double vl = validation_loss(model, val_bin, o.batch, o.seq, o.eval_tokens);
+      double vl = validation_loss(model, val_bin, o.batch, eval_seq, o.eval_tokens);
       row["val_loss"] = vl;
       res.val_losses.push_back(vl);
       if (!o.quiet)

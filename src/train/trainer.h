@@ -2,6 +2,7 @@
 // atomic checkpoints, bit-exact resume, a NaN/Inf guard and JSONL metrics.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,13 @@ struct TrainOptions {
   bool recompute = false;       // per-layer activation recompute in backward (Model::recompute)
   double offload = 0;           // activation offloading ratio r (Model::offload; 0: off)
   int64_t inject_nonfinite_at = -1;  // testing the guard: poison a gradient at this step
+  // Context parallelism over time (src/dist/chunked_seq.h, `train --chunk`): each micro-batch's
+  // forward+backward runs in chunks of `chunk` tokens (0: in one piece) through forward_backward
+  // (returns the loss sum, accumulates dloss·∇ into the model's gradients), which the CLI
+  // installs (src/train does not depend on src/dist). Activations are reserved for
+  // min(chunk, B·S) tokens; validation runs on B sequences of ⌊chunk / B⌋ tokens at most.
+  int chunk = 0;
+  std::function<double(Model&, const TokenBatch&, float dloss)> forward_backward;
 };
 
 struct TrainResult {

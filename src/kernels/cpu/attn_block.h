@@ -23,7 +23,9 @@
 //
 // `ref::attn_block_*` (plain loops, templates so the gradcheck runs in double) define the ops;
 // `cpu::attn_block_*` are the fast versions (sgemm on query × key tiles, tiles outside the mask
-// skipped, OpenMP), checked against them by tests/test_ring_ops.cpp.
+// skipped, OpenMP), checked against them by tests/test_ring_ops.cpp. The op table (backend.h)
+// carries them: cpu_ref → ref::, cpu → cpu::, both with the one attn_block_merge below; cuda →
+// kernels/cuda/attn_block.cu (checked against ref:: by the same test, on a GPU).
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -36,15 +38,8 @@
 
 namespace longctx {
 
-// The rows of one block: row i sits at index idx[i] of the packed stream; doc_begin[i] is the first
-// index of its document (needed for query rows only; may be null for key rows).
-struct AttnRows {
-  const int32_t* idx = nullptr;
-  const int32_t* doc_begin = nullptr;
-  int n = 0;
-};
-
-// Throws Error unless the shape and rows describe a valid block call.
+// The rows of a block are an AttnRows (backend.h). Throws Error unless the shape and rows
+// (host memory) describe a valid block call.
 void attn_block_check(const AttnShape& s, const AttnRows& qr, const AttnRows& kr, const char* op);
 
 namespace ref {

@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "kernels/backend.h"
+#include "kernels/cpu/attn_block.h"
 #include "kernels/cpu/cpu.h"
 #include "kernels/cpu/ref.h"
 
@@ -114,6 +115,9 @@ const Backend& backend_cpu_ref() {
       ref::swat_backward<float>,
       ref::softmax_attn_forward<float>,
       ref::softmax_attn_backward<float>,
+      ref::attn_block_forward<float>,
+      ref::attn_block_backward<float>,
+      attn_block_merge<float>,
       ref::swiglu_forward<float>,
       ref::swiglu_backward<float>,
       ref::lm_head_xent<float>,
@@ -138,6 +142,9 @@ const Backend& backend_cpu() {
       cpu::swat_backward,
       cpu::softmax_attn_forward,
       cpu::softmax_attn_backward,
+      cpu::attn_block_forward,
+      cpu::attn_block_backward,
+      attn_block_merge<float>,
       cpu::swiglu_forward,
       cpu::swiglu_backward,
       cpu::lm_head_xent,

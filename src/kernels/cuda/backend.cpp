@@ -4,7 +4,8 @@
 // 20 % more tokens/s on the 374M model than CUBLAS_COMPUTE_32F_FAST_16BF on the fp32 matrices,
 // bench/results/cuda_train_2026-11-25_h100.md); SWAT
 // attention converts q, k, v, dout to bf16 scratch for the wgmma kernel (D 64/128) and falls
-// back to the simple window kernel for other head dims and for queries after a KV cache.
+// back to the fp32 window kernel (window_attention.cu) for other head dims and for queries after
+// a KV cache.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
@@ -17,6 +18,7 @@
 
 #include "core/error.h"
 #include "kernels/backend.h"
+#include "kernels/cuda/attn_block.cuh"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/swat_attention.cuh"
 
@@ -134,7 +136,8 @@ struct Context {
   cublasLtHandle_t lt = nullptr;
   static constexpr size_t workspace_bytes = 32u << 20;
   void* workspace = nullptr;
-  Scratch partial, q16, k16, v16, o16, dq16, dk16, dv16, swat_ws, cu, zeros, logits, stats, a16, b16;
+  Scratch partial, q16, k16, v16, o16, dq16, dk16, dv16, swat_ws, cu, zeros, logits, stats, a16,
+      b16, window_ws;
   Context() {
     ck(cublasLtCreate(&lt), "cublasLtCreate");
     workspace = dev_alloc(workspace_bytes);
@@ -333,6 +336,13 @@ cuda::SwatArgs swat_args(const AttnShape& s, const float* q, const float* k, con
           slopes, s.bias, s.scale};
 }
 
+// The window kernel's forward with its split partials in scratch.
+void window_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                    const cuda::WindowArgs& w, bool softmax) {
+  float* ws = ctx().window_ws.get<float>(cuda::window_attention_workspace_floats(w));
+  cuda::window_attention_forward(out, lse, q, k, v, w, softmax, ws);
+}
+
 // Kernel errors of swat_attention.cu (std exceptions) as longctx::Error.
 template <class Fn>
 void rethrow(const char* op, Fn fn) {
@@ -346,7 +356,7 @@ void rethrow(const char* op, Fn fn) {
 void swat_forward(float* out, const float* q, const float* k, const float* v, const AttnShape& s) {
   const cuda::WindowArgs w = window_args(s, "swat_forward");
   if (!use_wgmma(s)) {
-    rethrow("swat_forward", [&] { cuda::window_attention_forward(out, nullptr, q, k, v, w, false); });
+    rethrow("swat_forward", [&] { window_forward(out, nullptr, q, k, v, w, false); });
     return;
   }
   rethrow("swat_forward", [&] {
@@ -385,8 +395,7 @@ void swat_backward(float* dq, float* dk, float* dv, const float* dout, const flo
 void softmax_attn_forward(float* out, float* lse, const float* q, const float* k, const float* v,
                           const AttnShape& s) {
   const cuda::WindowArgs w = window_args(s, "softmax_attn_forward");
-  rethrow("softmax_attn_forward",
-          [&] { cuda::window_attention_forward(out, lse, q, k, v, w, true); });
+  rethrow("softmax_attn_forward", [&] { window_forward(out, lse, q, k, v, w, true); });
 }
 void softmax_attn_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
                            const float* lse, const float* q, const float* k, const float* v,
@@ -395,6 +404,34 @@ void softmax_attn_backward(float* dq, float* dk, float* dv, const float* dout, c
   LCX_CHECK(s.Tk <= s.T, "softmax_attn_backward: Tk > T (queries after a KV cache) is forward only");
   rethrow("softmax_attn_backward", [&] {
     cuda::window_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, w, true);
+  });
+}
+
+// Ring attention's block ops (attn_block.cu). The rows are device memory, so only the shape and
+// the pointers are checked here (kernels/cpu/attn_block.h's check also reads the rows; ring
+// attention's placements are validated on the host by ring_check).
+void attn_block_check_shape(const AttnShape& s, const AttnRows& qr, const AttnRows& kr,
+                            const char* op) {
+  LCX_CHECK(s.H >= 1 && s.Hkv >= 1 && s.H % s.Hkv == 0, "{}: bad heads H={} Hkv={} (H must be a "
+            "multiple of Hkv)", op, s.H, s.Hkv);
+  LCX_CHECK(s.D >= 1 && s.D <= cuda::attn_block_max_d, "{}: head dim {} is outside [1, {}] on "
+            "cuda", op, s.D, cuda::attn_block_max_d);
+  LCX_CHECK(s.window >= 1, "{}: window must be >= 1, got {}", op, s.window);
+  LCX_CHECK(qr.n >= 0 && kr.n >= 0, "{}: negative row count {} / {}", op, qr.n, kr.n);
+  LCX_CHECK(qr.n == 0 || (qr.idx && qr.doc_begin), "{}: query rows need idx and doc_begin", op);
+  LCX_CHECK(kr.n == 0 || kr.idx, "{}: key rows need idx", op);
+}
+void attn_block_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                        const AttnRows& qr, const AttnRows& kr, const AttnShape& s) {
+  attn_block_check_shape(s, qr, kr, "attn_block_forward");
+  rethrow("attn_block_forward", [&] { cuda::attn_block_forward(out, lse, q, k, v, qr, kr, s); });
+}
+void attn_block_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
+                         const float* lse, const float* q, const float* k, const float* v,
+                         const AttnRows& qr, const AttnRows& kr, const AttnShape& s) {
+  attn_block_check_shape(s, qr, kr, "attn_block_backward");
+  rethrow("attn_block_backward", [&] {
+    cuda::attn_block_backward(dq, dk, dv, dout, out, lse, q, k, v, qr, kr, s);
   });
 }
 
@@ -445,6 +482,9 @@ const Backend& backend_cuda() {
       swat_backward,
       softmax_attn_forward,
       softmax_attn_backward,
+      attn_block_forward,
+      attn_block_backward,
+      cuda::attn_block_merge,
       cuda::swiglu_forward,
       cuda::swiglu_backward,
       lm_head_xent,

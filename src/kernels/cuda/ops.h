@@ -52,8 +52,10 @@ void xent_loss(float* losses, const float* mx, const float* se, const float* tar
 void xent_grad(float* logits, int rows, int Vc, int v0, const int32_t* targets, const float* mx,
                const float* se, float dloss);
 
-// window_attention.cu: simple sliding-window attention, any D ≤ 256 (one warp per query and
-// head; dk, dv by fp32 atomics). softmax = false: SWAT (σ, bias); true: softmax (lse saved).
+// window_attention.cu: fp32 sliding-window attention, any D ≤ 256. softmax = false: SWAT (σ,
+// bias); true: softmax (lse saved). Forward FlashDecoding-style (keys split over lanes, CTAs and
+// splits; fast for decode and chunked prefill after a KV cache); backward one warp per query and
+// head (dk, dv by fp32 atomics).
 struct WindowArgs {
   int T, Tk, H, Hkv, D, window;
   const int32_t* cu_seqlens;  // null: one document
@@ -61,8 +63,11 @@ struct WindowArgs {
   const float* slopes;  // null: no ALiBi
   float bias, scale;
 };
+// Floats of device scratch the forward needs (its key splits' partials; 0 when it needs none).
+size_t window_attention_workspace_floats(const WindowArgs& a);
+// `workspace` holds window_attention_workspace_floats(a) floats (contents need not be initialised).
 void window_attention_forward(float* out, float* lse, const float* q, const float* k,
-                              const float* v, const WindowArgs& a, bool softmax);
+                              const float* v, const WindowArgs& a, bool softmax, float* workspace);
 void window_attention_backward(float* dq, float* dk, float* dv, const float* dout,
                                const float* out, const float* lse, const float* q,
                                const float* k, const float* v, const WindowArgs& a, bool softmax);

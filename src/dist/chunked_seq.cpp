@@ -1,0 +1,163 @@
+// Context parallelism over time (see chunked_seq.h).
+#include "dist/chunked_seq.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+
+#include "core/error.h"
+
+namespace longctx {
+
+SequentialComm::SequentialComm(const Backend& be, int parts)
+    : be_(be), parts_(parts), finished_(size_t(std::max(parts, 0)), 0) {
+  LCX_CHECK(parts >= 1, "SequentialComm: needs at least one part, got {}", parts);
+}
+
+void SequentialComm::set_rank(int part) {
+  LCX_CHECK(part >= 0 && part < parts_, "SequentialComm: part {} outside [0, {})", part, parts_);
+  LCX_CHECK(!finished_[size_t(part)], "SequentialComm: part {} already finished", part);
+  rank_ = part;
+}
+
+void SequentialComm::finish(int part) {
+  LCX_CHECK(part >= 0 && part < parts_, "SequentialComm: part {} outside [0, {})", part, parts_);
+  finished_[size_t(part)] = 1;
+  std::erase_if(box_, [&](const auto& kv) { return std::get<1>(kv.first) == part; });
+}
+
+size_t SequentialComm::mailbox_bytes() const {
+  size_t n = 0;
+  for (const auto& [key, buf] : box_) n += buf.size() * sizeof(float);
+  return n;
+}
+
+CommRequest SequentialComm::isend(const float* buf, size_t n, int peer, int tag) {
+  LCX_CHECK(peer >= 0 && peer < parts_ && peer != rank_,
+            "SequentialComm: part {} sends to part {} (of {})", rank_, peer, parts_);
+  if (!finished_[size_t(peer)]) {
+    Buffer<float>& m = box_[Key{rank_, peer, tag}];
+    if (m.size() != n) m = Buffer<float>(be_, n);
+    be_.copy(m.data(), buf, n * sizeof(float), Copy::within);
+    peak_bytes_ = std::max(peak_bytes_, mailbox_bytes());
+  }
+  stats.bytes_sent += int64_t(n * sizeof(float));
+  stats.messages_sent++;
+  return CommRequest{};  // a send is complete when isend returns
+}
+
+CommRequest SequentialComm::irecv(float* buf, size_t n, int peer, int tag) {
+  LCX_CHECK(peer >= 0 && peer < parts_ && peer != rank_,
+            "SequentialComm: part {} receives from part {} (of {})", rank_, peer, parts_);
+  pending_[next_id_] = Recv{buf, n, Key{peer, rank_, tag}};
+  return CommRequest{next_id_++};
+}
+
+void SequentialComm::wait(CommRequest& r) {
+  if (r.id < 0) return;  // a send
+  auto it = pending_.find(r.id);
+  LCX_CHECK(it != pending_.end(), "SequentialComm: wait on an unknown request");
+  const Recv rv = it->second;
+  pending_.erase(it);
+  r.id = -1;
+  const auto [from, to, tag] = rv.key;
+  auto m = box_.find(rv.key);
+  LCX_CHECK(m != box_.end(), "SequentialComm: part {} waits for a message part {} has not sent "
+            "(tag {}): the parts ran out of order", to, from, tag);
+  LCX_CHECK(m->second.size() == rv.n, "SequentialComm: part {} expects {} floats from part {} "
+            "(tag {}), the message has {}", to, rv.n, from, tag, m->second.size());
+  be_.copy(rv.buf, m->second.data(), rv.n * sizeof(float), Copy::within);
+}
+
+void SequentialComm::allreduce_sum(float*, size_t) {
+  fail("SequentialComm: no all-reduce between the parts of one process");
+}
+void SequentialComm::reduce_scatter_sum(float*, size_t) {
+  fail("SequentialComm: no reduce-scatter between the parts of one process");
+}
+void SequentialComm::all_gather(float*, size_t) {
+  fail("SequentialComm: no all-gather between the parts of one process");
+}
+void SequentialComm::abort(const std::string& msg, int code) {
+  std::fprintf(stderr, "longctx: %s\n", msg.c_str());
+  std::exit(code);
+}
+
+namespace {
+
+// Restores m.attention however the call ends.
+struct AttentionScope {
+  Model& m;
+  LayerAttention* saved;
+  AttentionScope(Model& model, LayerAttention* a) : m(model), saved(model.attention) {
+    m.attention = a;
+  }
+  ~AttentionScope() { m.attention = saved; }
+};
+
+}  // namespace
+
+double chunked_forward_backward(Model& m, const TokenBatch& b, int chunk, float dloss,
+                                int64_t* n_targets, ChunkedStats* stats) {
+  LCX_CHECK(chunk >= 1, "--chunk must be ≥ 1 token, got {}", chunk);
+  LCX_CHECK(b.T >= 1 && b.n_docs >= 1, "chunked forward/backward: empty batch");
+  const int n = (b.T + chunk - 1) / chunk;
+  if (stats) *stats = ChunkedStats{n, 0};
+  if (n == 1) {  // fits: the ordinary step
+    m.reserve(b.T);
+    const double loss = model_forward(m, b, n_targets, dloss);
+    model_backward(m, b);
+    return loss;
+  }
+  LCX_CHECK(m.config.window < chunk,
+            "--chunk {}: the model's window {} must be shorter than a chunk (a chunk's queries "
+            "see only the w−1 keys before it; a full-attention model needs them all)",
+            chunk, m.config.window);
+  const Backend& be = *m.backend;
+  m.reserve(chunk);
+
+  // The halo placement of the whole stream, one part per chunk (cp_attention.h).
+  CpPlacement p;
+  p.cu_seqlens.assign(b.cu_seqlens, b.cu_seqlens + b.n_docs + 1);
+  for (int c = 0; c < n; c++) p.ranks.push_back(c), p.bounds.push_back(int64_t(c) * chunk);
+  p.bounds.push_back(b.T);
+  SequentialComm comm(be, n);
+  CpLayerAttention attn(comm, m.config.num_hidden_layers);
+  AttentionScope scope(m, &attn);
+  // Chunk c as a batch of its own: the stream's rows [b_c, b_c+1) at their global RoPE
+  // positions; its documents are the hook's business (the halo run knows the placement).
+  std::vector<int32_t> cu_local(2, 0);
+  auto enter = [&](int c, bool targets) {
+    const int64_t b0 = p.bounds[size_t(c)], rows = p.bounds[size_t(c) + 1] - b0;
+    comm.set_rank(c);
+    CpRun r;
+    r.kind = CpRun::Kind::halo;
+    r.row_end = rows;
+    r.placement = p;
+    r.part = c;
+    std::vector<CpRun> runs;
+    runs.push_back(std::move(r));
+    attn.set_runs(std::move(runs));
+    cu_local[1] = int32_t(rows);
+    return TokenBatch{b.tokens + b0, targets ? b.targets + b0 : nullptr, b.pos + b0,
+                      cu_local.data(), int(rows), 1};
+  };
+
+  for (int c = 0; c + 1 < n; c++) model_forward(m, enter(c, false), nullptr);  // pass 1
+  double loss = 0;
+  int64_t targets = 0;
+  for (int c = n - 1; c >= 0; c--) {  // pass 2
+    const TokenBatch tb = enter(c, true);
+    int64_t k = 0;
+    loss += model_forward(m, tb, &k, dloss);
+    model_backward(m, tb);
+    targets += k;
+    be.sync();
+    comm.finish(c);
+  }
+  if (n_targets) *n_targets = targets;
+  if (stats) stats->peak_halo_bytes = comm.peak_mailbox_bytes();
+  return loss;
+}
+
+}  // namespace longctx

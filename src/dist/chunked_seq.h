@@ -1,0 +1,90 @@
+// Training on a sequence longer than one device's activation memory: CONTEXT PARALLELISM OVER
+// TIME. A windowed model (SWAT, softmax sliding window) lets token m see only keys m−w+1..m, so a
+// packed stream of T tokens cut into chunks of C tokens is exactly the halo placement of
+// cp_attention.h with one part per chunk — except that the parts run one after another in ONE
+// process instead of side by side on several ranks. The halo messages a part would send over the
+// network (the w−1 post-RoPE K/V rows of each layer; in backward their dK/dV) are kept in device
+// memory by SequentialComm until the part that receives them runs:
+//
+//   pass 1, c = 0 … n−2:   forward of chunk c (no output head): its layers' last w−1 K/V rows
+//                          are sent to chunk c+1;
+//   pass 2, c = n−1 … 0:   forward of chunk c (again, but for the last chunk, which runs only
+//                          here), reading the K/V halo chunk c−1 sent in pass 1; loss;
+//                          backward: dK/dV of its halo go to chunk c−1, and the dK/dV that
+//                          chunk c+1 sent back are added to its own keys.
+//
+// The gradients are those of the whole stream (the same sums, in another order: fp32 rounding
+// differs), for one forward more on all chunks but the last: ≈ 4/3 of a step's work
+// (forward F, backward 2F), so a 1M- or 2M-token sequence trains in the memory of C tokens plus
+// n·L·(w−1) K/V rows of halo. Per-layer recompute (Model::recompute) inside a chunk composes with
+// it (then ≈ 5/3).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <tuple>
+#include <vector>
+
+#include "dist/comm.h"
+#include "dist/cp_layer.h"
+#include "kernels/backend.h"
+#include "model/model.h"
+
+namespace longctx {
+
+// A Comm whose "ranks" are the parts of one placement run sequentially in this process
+// (set_rank picks the running one). isend copies the message into a mailbox in the backend's
+// memory at once; a receive is served at wait() from the LAST message sent on its (sender,
+// receiver, tag): a part that runs again (pass 2's forward) reads its halo a second time. A
+// receive of a message not yet sent is an Error (the parts ran in a wrong order). finish(part)
+// frees the messages to a part that will not run again and drops later ones to it.
+// Collectives do not exist between the parts of one process: they throw.
+class SequentialComm final : public Comm {
+ public:
+  SequentialComm(const Backend& be, int parts);
+  const char* name() const override { return "sequential"; }
+  int rank() const override { return rank_; }
+  int size() const override { return parts_; }
+  void set_rank(int part);
+  void finish(int part);
+  size_t mailbox_bytes() const;  // messages held now
+  size_t peak_mailbox_bytes() const { return peak_bytes_; }
+
+  CommRequest isend(const float* buf, size_t n, int peer, int tag) override;
+  CommRequest irecv(float* buf, size_t n, int peer, int tag) override;
+  void wait(CommRequest& r) override;
+  void allreduce_sum(float* buf, size_t n) override;
+  void reduce_scatter_sum(float* buf, size_t n) override;
+  void all_gather(float* buf, size_t n) override;
+  void barrier() override {}
+  [[noreturn]] void abort(const std::string& msg, int code = 1) override;
+
+ private:
+  using Key = std::tuple<int, int, int>;  // sender, receiver, tag
+  struct Recv {
+    float* buf;
+    size_t n;
+    Key key;
+  };
+  const Backend& be_;
+  int parts_, rank_ = 0;
+  std::vector<char> finished_;
+  std::map<Key, Buffer<float>> box_;
+  std::map<int64_t, Recv> pending_;
+  int64_t next_id_ = 0;
+  size_t peak_bytes_ = 0;
+};
+
+// Forward + backward of the packed stream b (host memory, as model_forward takes it) in chunks
+// of `chunk` tokens, as the header describes: returns the sum of token losses, sets *n_targets,
+// and accumulates dloss·∂(Σ loss)/∂θ into m.grads. The model's window must be shorter than a
+// chunk (a full-attention model needs every earlier key: the ring, not a halo). m.attention is
+// used for the call and restored; m is reserved for `chunk` tokens. A stream of ≤ chunk tokens
+// is one ordinary forward/backward.
+struct ChunkedStats {
+  int chunks = 0;
+  size_t peak_halo_bytes = 0;  // K/V (and dK/dV) halo rows kept between chunks
+};
+double chunked_forward_backward(Model& m, const TokenBatch& b, int chunk, float dloss,
+                                int64_t* n_targets, ChunkedStats* stats = nullptr);
+
+}  // namespace longctx
