@@ -7,8 +7,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
 
 #include "core/error.h"
+#include "core/rng.h"
+#include "data/shard.h"
 #include "data/loader.h"
 #include "dist/chunked_seq.h"
 #include "model/model.h"
@@ -134,4 +137,35 @@ TEST(ChunkedSeq, Errors) {
   comm.finish(2);
   expect_error([&] { comm.set_rank(2); }, {"already finished"});
   expect_error([&] { comm.allreduce_sum(buf.data(), 4); }, {"no all-reduce"});
+}
+
+TEST(ChunkedSeq, TrainerWithChunksFollowsTheWholeRun) {
+  // `train --chunk`: the trainer's micro-batches through chunked_forward_backward give the loss
+  // curve of the plain run (fp32 rounding apart), with activations reserved for one chunk.
+  TempDir tmp("chunked_train");
+  const std::filesystem::path& dir = tmp.path;
+  Rng rng(3);
+  std::vector<std::vector<int32_t>> docs(40);
+  for (auto& d : docs)
+    for (int i = 0, n = 30 + int(rng.below(90)); i < n; i++) d.push_back(int32_t(rng.below(60)));
+  shard_write((dir / "train.bin").string(), 64, docs);
+  shard_write((dir / "val.bin").string(), 64, docs);
+  TrainOptions o;
+  o.data_dir = dir.string();
+  o.config = small_config(AttnKind::swat);
+  o.batch = 2, o.seq = 96, o.steps = 4, o.warmup = 1, o.eval_every = 0, o.save_every = 0;
+  o.quiet = true;
+  o.out_dir = (dir / "whole").string();
+  const TrainResult whole = train(o);
+  o.out_dir = (dir / "chunked").string();
+  o.chunk = 40;  // 192 tokens per micro-batch: 5 chunks, cuts inside documents
+  o.forward_backward = [](Model& m, const TokenBatch& b, float dloss) {
+    return chunked_forward_backward(m, b, 40, dloss, nullptr);
+  };
+  const TrainResult chunked = train(o);
+  ASSERT_EQ(whole.losses.size(), chunked.losses.size());
+  for (size_t i = 0; i < whole.losses.size(); i++)
+    EXPECT_NEAR(whole.losses[i], chunked.losses[i], 1e-4 * whole.losses[i]) << "step " << i + 1;
+  o.forward_backward = nullptr;
+  expect_error([&] { train(o); }, {"chunked training needs its forward_backward"});
 }

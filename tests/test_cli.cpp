@@ -84,6 +84,14 @@ TEST(Cli, GenerateMissingCheckpoint) {
   EXPECT_NE(r.out.find((d / "nothing").string()), std::string::npos) << r.out;
 }
 
+TEST(Cli, TrainChunkIsOneProcess) {
+  TempDir d("chunk_hdp");
+  EXPECT_CLI_ERROR(run_cli("train --hdp --chunk 64 --data x --out " + d.path.string()),
+                   "--chunk trains a long sequence in one process");
+  EXPECT_CLI_ERROR(run_cli("train --chunk -5 --data x --out " + d.path.string()), "--chunk must be ≥ 0");
+  EXPECT_CLI_ERROR(run_cli("bench train --chunk -5"), "--chunk must be ≥ 0");
+}
+
 TEST(Cli, TrainRejectsNonPositiveSizes) {
   TempDir tmp("cli_sizes");
   const fs::path& d = tmp.path;

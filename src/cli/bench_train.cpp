@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 
 #include "cli/bench.h"
+#include "core/error.h"
 #include "core/rng.h"
 #include "dist/chunked_seq.h"
 #include "model/model.h"
@@ -58,6 +59,7 @@ nlohmann::json bench_train(const BenchTrainOpts& o) {
   const int T = o.batch * o.S;
   m.recompute = o.recompute;
   m.offload = o.offload;
+  LCX_CHECK(o.chunk >= 0, "--chunk must be ≥ 0 tokens (0: whole batches), got {}", o.chunk);
   m.reserve(o.chunk > 0 ? std::min(o.chunk, T) : T);
   const Batch batch = random_batch(o.batch, o.S, c.vocab_size, 3);
   const TokenBatch b = batch_view(batch);

@@ -41,8 +41,7 @@ void register_bench(CLI::App& app) {
   auto cost = std::make_shared<std::string>();
   tr->add_option("--offload", *offload, "Activation offloading: off | auto | ratio r in [0,1]")->capture_default_str();
   tr->add_option("--offload-cost", *cost, "Profile JSON (bench profile) for --offload auto");
-  tr->add_option("--chunk", to->chunk, "Forward/backward in chunks of this many tokens, halo carried (0: whole)")
-      ->check(CLI::NonNegativeNumber);
+  tr->add_option("--chunk", to->chunk, "Forward/backward in chunks of this many tokens, halo carried (0: whole)");
   tr->add_option("--batch", to->batch, "Sequences per step")->capture_default_str();
   tr->add_option("--seq,-S", to->S, "Sequence length")->capture_default_str();
   tr->add_option("--steps", to->steps, "Timed steps (median)")->capture_default_str();

@@ -54,7 +54,7 @@ void register_train(CLI::App& app) {
   cmd->add_option("--offload-cost", *offload_cost, "Profile JSON (`bench profile`) for --offload auto");
   cmd->add_option("--chunk", o->chunk, "Train each micro-batch in chunks of this many tokens, the window's K/V "
                   "halo carried between them (memory of one chunk; ~4/3 the work): contexts beyond one "
-                  "device's memory")->check(CLI::NonNegativeNumber);
+                  "device's memory");
   const auto hdp = add_train_hdp(cmd);  // --hdp …: cmd_train_hdp.cpp
   cmd->callback([=] {
     Config c = config_path->empty() ? config_preset(*preset) : config_from_file(*config_path);
@@ -72,6 +72,7 @@ void register_train(CLI::App& app) {
     }
     o->config = c;
     o->offload = offload_from_flag(*offload, *offload_cost, o->seq, c.hidden_size, o->recompute);
+    LCX_CHECK(o->chunk >= 0, "--chunk must be ≥ 0 tokens (0: whole micro-batches), got {}", o->chunk);
     if (o->chunk > 0)
       o->forward_backward = [chunk = o->chunk](Model& m, const TokenBatch& b, float dloss) {
         return chunked_forward_backward(m, b, chunk, dloss, nullptr);
