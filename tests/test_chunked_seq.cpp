@@ -38,7 +38,8 @@ struct Result {
 };
 
 // chunk 0: the whole stream in one model_forward/model_backward.
-Result run(const Backend& be, const Config& c, const Batch& batch, int chunk) {
+Result run(const Backend& be, const Config& c, const Batch& batch, int chunk,
+           bool halo_on_host = false) {
   Model m(c, be);
   std::vector<float> init(m.layout.total);
   param_init(init.data(), m.layout, c, 5);
@@ -52,7 +53,7 @@ Result run(const Backend& be, const Config& c, const Batch& batch, int chunk) {
     model_backward(m, b);
   } else {
     ChunkedStats st;
-    r.loss = chunked_forward_backward(m, b, chunk, dloss, &r.targets, &st);
+    r.loss = chunked_forward_backward(m, b, {chunk, halo_on_host}, dloss, &r.targets, &st);
     EXPECT_EQ(st.chunks, (b.T + chunk - 1) / chunk);
     if (st.chunks > 1 && batch.cu_seqlens[1] % chunk) {  // a cut inside a document: halo rows
       EXPECT_GT(st.peak_halo_bytes, 0u);
@@ -80,6 +81,8 @@ TEST(ChunkedSeq, EqualsWholeStreamOnCpu) {
       expect_same(whole, run(backend_cpu(), c, batch, chunk), 2e-5,
                    std::string(to_string(kind)) + " chunk " + std::to_string(chunk));
     }
+    expect_same(whole, run(backend_cpu(), c, batch, 13, true), 2e-5,
+                std::string(to_string(kind)) + " chunk 13, halo on the host");
   }
 }
 
@@ -115,6 +118,8 @@ TEST(ChunkedSeq, CudaEqualsCpu) {
     const Result cpu = run(backend_cpu(), c, batch, 0);
     // bf16 GEMMs and attention on the GPU: the tolerance of test_cuda_ops' model gradients
     expect_same(cpu, run(backend_cuda(), c, batch, 128), 3e-2, std::string(to_string(kind)) + " cuda");
+    expect_same(cpu, run(backend_cuda(), c, batch, 128, true), 3e-2,
+                std::string(to_string(kind)) + " cuda, halo on the host");
   }
 }
 
@@ -122,8 +127,8 @@ TEST(ChunkedSeq, Errors) {
   const Batch batch = random_batch(1, 40, 97, 2);
   Model m(small_config(AttnKind::swat), backend_cpu());
   const TokenBatch b = batch_view(batch);
-  expect_error([&] { chunked_forward_backward(m, b, 7, 1.0f, nullptr); }, {"window 7 must be shorter"});
-  expect_error([&] { chunked_forward_backward(m, b, 0, 1.0f, nullptr); }, {"--chunk must be"});
+  expect_error([&] { chunked_forward_backward(m, b, {7}, 1.0f, nullptr); }, {"window 7 must be shorter"});
+  expect_error([&] { chunked_forward_backward(m, b, {0}, 1.0f, nullptr); }, {"--chunk must be"});
   SequentialComm comm(backend_cpu(), 3);
   std::vector<float> buf(4);
   comm.set_rank(2);
@@ -160,7 +165,7 @@ TEST(ChunkedSeq, TrainerWithChunksFollowsTheWholeRun) {
   o.out_dir = (dir / "chunked").string();
   o.chunk = 40;  // 192 tokens per micro-batch: 5 chunks, cuts inside documents
   o.forward_backward = [](Model& m, const TokenBatch& b, float dloss) {
-    return chunked_forward_backward(m, b, 40, dloss, nullptr);
+    return chunked_forward_backward(m, b, {40}, dloss, nullptr);
   };
   const TrainResult chunked = train(o);
   ASSERT_EQ(whole.losses.size(), chunked.losses.size());

@@ -90,6 +90,8 @@ TEST(Cli, TrainChunkIsOneProcess) {
                    "--chunk trains a long sequence in one process");
   EXPECT_CLI_ERROR(run_cli("train --chunk -5 --data x --out " + d.path.string()), "--chunk must be ≥ 0");
   EXPECT_CLI_ERROR(run_cli("bench train --chunk -5"), "--chunk must be ≥ 0");
+  EXPECT_CLI_ERROR(run_cli("bench train --chunk 64 --chunk-halo disk"), "--chunk-halo must be device or host");
+  EXPECT_CLI_ERROR(run_cli("bench train --steps 0"), "--steps must be ≥ 1");
 }
 
 TEST(Cli, TrainRejectsNonPositiveSizes) {

@@ -46,12 +46,14 @@ fi
 if has long; then
   for S in ${LONG_S:-393216 524288 1048576}; do case_ $S 90 --recompute --offload 1.0; done | tee "$OUT/long.jsonl"
 fi
-if has chunk; then  # context parallelism over time (dist/chunked_seq.h): the longest context
-  { case_ 4096 60
-    case_ 16384 60
-    for S in ${CHUNK_S:-262144 1048576 2097152}; do STEPS=1 case_ $S 150 --chunk 16384; done
-    STEPS=1 case_ 262144 60 --chunk 65536 --recompute
-    for S in ${CHUNK_SOFTMAX_S:-1048576}; do STEPS=1 case_ $S 150 --chunk 16384 --attention softmax; done
+if has chunk; then  # context parallelism over time (dist/chunked_seq.h): the longest context.
+  # Lists of S per variant; set one to "" to skip it (e.g. CHUNK_BASE_S= CHUNK_S= …).
+  { for S in ${CHUNK_BASE_S-4096 16384}; do case_ $S 60; done
+    for S in ${CHUNK_S-262144 1048576 2097152}; do STEPS=1 case_ $S 150 --chunk 16384; done
+    for S in ${CHUNK_RECOMPUTE_S-262144}; do STEPS=1 case_ $S 60 --chunk 65536 --recompute; done
+    for S in ${CHUNK_HOST_S-2097152 4194304}; do  # halo in pinned host memory; first step timed
+      STEPS=1 case_ $S 200 --chunk 16384 --chunk-halo host --warmup 0; done
+    for S in ${CHUNK_SOFTMAX_S-262144}; do STEPS=1 case_ $S 150 --chunk 16384 --attention softmax; done
   } | tee "$OUT/chunk.jsonl"
 fi
 if has nccl; then

@@ -29,6 +29,7 @@ struct BenchTrainOpts {
   bool recompute = false; // per-layer activation recompute (Model::recompute)
   double offload = 0;     // activation offloading ratio r (Model::offload)
   int chunk = 0;          // context parallelism over time (dist/chunked_seq.h); 0: one piece
+  bool chunk_halo_host = false;  // its halo store in pinned host memory
   int batch = 1, S = 1024, steps = 5, warmup = 1;
 };
 // Times full training steps (forward, backward, AdamW) on random tokens; returns
@@ -63,5 +64,7 @@ nlohmann::json bench_profile(const BenchProfileOpts& o);  // bench_profile.cpp
 // floats) is saved, so that is Act(s).
 double offload_from_flag(const std::string& flag, const std::string& cost_path, int S, int hidden,
                          bool recompute);
+// `--chunk-halo device|host` (train, bench train): true for host.
+bool chunk_halo_on_host(const std::string& flag);
 
 }  // namespace longctx

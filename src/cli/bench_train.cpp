@@ -47,6 +47,11 @@ double bench_sgemm_gflops(const std::string& backend, int n) {
   return 2.0 * double(n) * n * n / times[times.size() / 2] / 1e9;
 }
 
+bool chunk_halo_on_host(const std::string& flag) {
+  LCX_CHECK(flag == "device" || flag == "host", "--chunk-halo must be device or host, got '{}'", flag);
+  return flag == "host";
+}
+
 nlohmann::json bench_train(const BenchTrainOpts& o) {
   Config c = config_preset(o.preset);
   if (!o.attention.empty()) c.attention = attn_kind_from_string(o.attention);
@@ -60,6 +65,8 @@ nlohmann::json bench_train(const BenchTrainOpts& o) {
   m.recompute = o.recompute;
   m.offload = o.offload;
   LCX_CHECK(o.chunk >= 0, "--chunk must be ≥ 0 tokens (0: whole batches), got {}", o.chunk);
+  LCX_CHECK(o.steps >= 1 && o.warmup >= 0, "--steps must be ≥ 1 and --warmup ≥ 0 (got {} and {})",
+            o.steps, o.warmup);
   m.reserve(o.chunk > 0 ? std::min(o.chunk, T) : T);
   const Batch batch = random_batch(o.batch, o.S, c.vocab_size, 3);
   const TokenBatch b = batch_view(batch);
@@ -72,7 +79,8 @@ nlohmann::json bench_train(const BenchTrainOpts& o) {
     auto t0 = std::chrono::steady_clock::now();
     be.zero(m.grads.data(), m.grads.size());
     if (o.chunk > 0) {
-      chunked_forward_backward(m, b, o.chunk, 1.0f / float(n_targets), nullptr, &chunked);
+      chunked_forward_backward(m, b, {o.chunk, o.chunk_halo_host}, 1.0f / float(n_targets), nullptr,
+                               &chunked);
     } else {
       model_forward(m, b, nullptr, 1.0f / float(n_targets));
       model_backward(m, b);
@@ -105,6 +113,7 @@ nlohmann::json bench_train(const BenchTrainOpts& o) {
           {"offload_host_mb", double(m.offload_host_bytes()) / 1048576.0},
           {"chunk", o.chunk},
           {"chunks", chunked.chunks},
+          {"halo_on_host", o.chunk_halo_host},
           {"halo_mb", double(chunked.peak_halo_bytes) / 1048576.0},
           {"params", m.layout.total},
           {"step_ms", step_s * 1e3},

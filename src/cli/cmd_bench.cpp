@@ -42,10 +42,15 @@ void register_bench(CLI::App& app) {
   tr->add_option("--offload", *offload, "Activation offloading: off | auto | ratio r in [0,1]")->capture_default_str();
   tr->add_option("--offload-cost", *cost, "Profile JSON (bench profile) for --offload auto");
   tr->add_option("--chunk", to->chunk, "Forward/backward in chunks of this many tokens, halo carried (0: whole)");
+  auto halo = std::make_shared<std::string>("device");
+  tr->add_option("--chunk-halo", *halo, "Where --chunk keeps the halo between chunks: device | host (pinned)")
+      ->capture_default_str();
   tr->add_option("--batch", to->batch, "Sequences per step")->capture_default_str();
   tr->add_option("--seq,-S", to->S, "Sequence length")->capture_default_str();
   tr->add_option("--steps", to->steps, "Timed steps (median)")->capture_default_str();
-  tr->callback([to, offload, cost] {
+  tr->add_option("--warmup", to->warmup, "Untimed steps first")->capture_default_str();
+  tr->callback([to, offload, cost, halo] {
+    to->chunk_halo_host = chunk_halo_on_host(*halo);
     to->offload = offload_from_flag(*offload, *cost, to->S, config_preset(to->preset).hidden_size,
                                     to->recompute);
     fmt::print("{}\n", bench_train(*to).dump());

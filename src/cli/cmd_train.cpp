@@ -55,6 +55,9 @@ void register_train(CLI::App& app) {
   cmd->add_option("--chunk", o->chunk, "Train each micro-batch in chunks of this many tokens, the window's K/V "
                   "halo carried between them (memory of one chunk; ~4/3 the work): contexts beyond one "
                   "device's memory");
+  auto halo = std::make_shared<std::string>("device");
+  cmd->add_option("--chunk-halo", *halo, "Where --chunk keeps the halo between chunks: device | host (pinned "
+                  "host memory: device memory independent of the sequence length)")->capture_default_str();
   const auto hdp = add_train_hdp(cmd);  // --hdp …: cmd_train_hdp.cpp
   cmd->callback([=] {
     Config c = config_path->empty() ? config_preset(*preset) : config_from_file(*config_path);
@@ -74,8 +77,9 @@ void register_train(CLI::App& app) {
     o->offload = offload_from_flag(*offload, *offload_cost, o->seq, c.hidden_size, o->recompute);
     LCX_CHECK(o->chunk >= 0, "--chunk must be ≥ 0 tokens (0: whole micro-batches), got {}", o->chunk);
     if (o->chunk > 0)
-      o->forward_backward = [chunk = o->chunk](Model& m, const TokenBatch& b, float dloss) {
-        return chunked_forward_backward(m, b, chunk, dloss, nullptr);
+      o->forward_backward = [co = ChunkedOptions{o->chunk, chunk_halo_on_host(*halo)}](
+                                Model& m, const TokenBatch& b, float dloss) {
+        return chunked_forward_backward(m, b, co, dloss, nullptr);
       };
     if (hdp(*o)) return;
     TrainResult r = train(*o);

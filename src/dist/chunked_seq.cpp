@@ -9,8 +9,8 @@
 
 namespace longctx {
 
-SequentialComm::SequentialComm(const Backend& be, int parts)
-    : be_(be), parts_(parts), finished_(size_t(std::max(parts, 0)), 0) {
+SequentialComm::SequentialComm(const Backend& be, int parts, bool host_store)
+    : be_(be), parts_(parts), host_store_(host_store), finished_(size_t(std::max(parts, 0)), 0) {
   LCX_CHECK(parts >= 1, "SequentialComm: needs at least one part, got {}", parts);
 }
 
@@ -28,7 +28,7 @@ void SequentialComm::finish(int part) {
 
 size_t SequentialComm::mailbox_bytes() const {
   size_t n = 0;
-  for (const auto& [key, buf] : box_) n += buf.size() * sizeof(float);
+  for (const auto& [key, msg] : box_) n += msg.n * sizeof(float);
   return n;
 }
 
@@ -36,9 +36,15 @@ CommRequest SequentialComm::isend(const float* buf, size_t n, int peer, int tag)
   LCX_CHECK(peer >= 0 && peer < parts_ && peer != rank_,
             "SequentialComm: part {} sends to part {} (of {})", rank_, peer, parts_);
   if (!finished_[size_t(peer)]) {
-    Buffer<float>& m = box_[Key{rank_, peer, tag}];
-    if (m.size() != n) m = Buffer<float>(be_, n);
-    be_.copy(m.data(), buf, n * sizeof(float), Copy::within);
+    Message& m = box_[Key{rank_, peer, tag}];
+    const size_t bytes = n * sizeof(float);
+    if (m.n != n) {
+      m.n = n;
+      if (host_store_) m.host = {be_.pinned_alloc(bytes), be_.pinned_release};
+      else m.dev = Buffer<float>(be_, n);
+    }
+    if (host_store_) be_.copy(m.host.get(), buf, bytes, Copy::to_host);
+    else be_.copy(m.dev.data(), buf, bytes, Copy::within);
     peak_bytes_ = std::max(peak_bytes_, mailbox_bytes());
   }
   stats.bytes_sent += int64_t(n * sizeof(float));
@@ -64,9 +70,11 @@ void SequentialComm::wait(CommRequest& r) {
   auto m = box_.find(rv.key);
   LCX_CHECK(m != box_.end(), "SequentialComm: part {} waits for a message part {} has not sent "
             "(tag {}): the parts ran out of order", to, from, tag);
-  LCX_CHECK(m->second.size() == rv.n, "SequentialComm: part {} expects {} floats from part {} "
-            "(tag {}), the message has {}", to, rv.n, from, tag, m->second.size());
-  be_.copy(rv.buf, m->second.data(), rv.n * sizeof(float), Copy::within);
+  const Message& msg = m->second;
+  LCX_CHECK(msg.n == rv.n, "SequentialComm: part {} expects {} floats from part {} (tag {}), the "
+            "message has {}", to, rv.n, from, tag, msg.n);
+  if (host_store_) be_.copy(rv.buf, msg.host.get(), rv.n * sizeof(float), Copy::to_device);
+  else be_.copy(rv.buf, msg.dev.data(), rv.n * sizeof(float), Copy::within);
 }
 
 void SequentialComm::allreduce_sum(float*, size_t) {
@@ -97,8 +105,9 @@ struct AttentionScope {
 
 }  // namespace
 
-double chunked_forward_backward(Model& m, const TokenBatch& b, int chunk, float dloss,
-                                int64_t* n_targets, ChunkedStats* stats) {
+double chunked_forward_backward(Model& m, const TokenBatch& b, const ChunkedOptions& o,
+                                float dloss, int64_t* n_targets, ChunkedStats* stats) {
+  const int chunk = o.chunk;
   LCX_CHECK(chunk >= 1, "--chunk must be ≥ 1 token, got {}", chunk);
   LCX_CHECK(b.T >= 1 && b.n_docs >= 1, "chunked forward/backward: empty batch");
   const int n = (b.T + chunk - 1) / chunk;
@@ -121,7 +130,7 @@ double chunked_forward_backward(Model& m, const TokenBatch& b, int chunk, float 
   p.cu_seqlens.assign(b.cu_seqlens, b.cu_seqlens + b.n_docs + 1);
   for (int c = 0; c < n; c++) p.ranks.push_back(c), p.bounds.push_back(int64_t(c) * chunk);
   p.bounds.push_back(b.T);
-  SequentialComm comm(be, n);
+  SequentialComm comm(be, n, o.halo_on_host);
   CpLayerAttention attn(comm, m.config.num_hidden_layers);
   AttentionScope scope(m, &attn);
   // Chunk c as a batch of its own: the stream's rows [b_c, b_c+1) at their global RoPE

@@ -17,10 +17,12 @@
 // differs), for one forward more on all chunks but the last: ≈ 4/3 of a step's work
 // (forward F, backward 2F), so a 1M- or 2M-token sequence trains in the memory of C tokens plus
 // n·L·(w−1) K/V rows of halo. Per-layer recompute (Model::recompute) inside a chunk composes with
-// it (then ≈ 5/3).
+// it (then ≈ 5/3). With the halo store in pinned host memory (ChunkedOptions::halo_on_host) the
+// device holds one chunk whatever the sequence length.
 #pragma once
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <tuple>
 #include <vector>
 
@@ -32,15 +34,17 @@
 namespace longctx {
 
 // A Comm whose "ranks" are the parts of one placement run sequentially in this process
-// (set_rank picks the running one). isend copies the message into a mailbox in the backend's
-// memory at once; a receive is served at wait() from the LAST message sent on its (sender,
-// receiver, tag): a part that runs again (pass 2's forward) reads its halo a second time. A
-// receive of a message not yet sent is an Error (the parts ran in a wrong order). finish(part)
-// frees the messages to a part that will not run again and drops later ones to it.
-// Collectives do not exist between the parts of one process: they throw.
+// (set_rank picks the running one). isend copies the message into a mailbox at once — in the
+// backend's memory, or with `host_store` in page-locked host memory (a device backend's halo then
+// costs no device memory: two PCIe copies per message instead); a receive is served at wait()
+// from the LAST message sent on its (sender, receiver, tag): a part that runs again (pass 2's
+// forward) reads its halo a second time. A receive of a message not yet sent is an Error (the
+// parts ran in a wrong order). finish(part) frees the messages to a part that will not run again
+// and drops later ones to it. Collectives do not exist between the parts of one process: they
+// throw.
 class SequentialComm final : public Comm {
  public:
-  SequentialComm(const Backend& be, int parts);
+  SequentialComm(const Backend& be, int parts, bool host_store = false);
   const char* name() const override { return "sequential"; }
   int rank() const override { return rank_; }
   int size() const override { return parts_; }
@@ -65,10 +69,16 @@ class SequentialComm final : public Comm {
     size_t n;
     Key key;
   };
+  struct Message {  // n floats in the backend's memory (dev) or in pinned host memory (host)
+    size_t n = 0;
+    Buffer<float> dev;
+    std::unique_ptr<void, void (*)(void*)> host{nullptr, nullptr};
+  };
   const Backend& be_;
   int parts_, rank_ = 0;
+  bool host_store_;
   std::vector<char> finished_;
-  std::map<Key, Buffer<float>> box_;
+  std::map<Key, Message> box_;
   std::map<int64_t, Recv> pending_;
   int64_t next_id_ = 0;
   size_t peak_bytes_ = 0;
@@ -80,11 +90,15 @@ class SequentialComm final : public Comm {
 // chunk (a full-attention model needs every earlier key: the ring, not a halo). m.attention is
 // used for the call and restored; m is reserved for `chunk` tokens. A stream of ≤ chunk tokens
 // is one ordinary forward/backward.
+struct ChunkedOptions {
+  int chunk = 0;              // tokens per chunk (≥ 1)
+  bool halo_on_host = false;  // keep the halo store in pinned host memory (SequentialComm)
+};
 struct ChunkedStats {
   int chunks = 0;
   size_t peak_halo_bytes = 0;  // K/V (and dK/dV) halo rows kept between chunks
 };
-double chunked_forward_backward(Model& m, const TokenBatch& b, int chunk, float dloss,
-                                int64_t* n_targets, ChunkedStats* stats = nullptr);
+double chunked_forward_backward(Model& m, const TokenBatch& b, const ChunkedOptions& o,
+                                float dloss, int64_t* n_targets, ChunkedStats* stats = nullptr);
 
 }  // namespace longctx

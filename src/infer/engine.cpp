@@ -41,7 +41,8 @@ size_t Engine::scratch_bytes() const {
   for (const auto* b : {&x_, &ln_, &rstd_, &q_, &k_, &v_, &att_, &lse_, &mid_, &gate_, &up_, &h_, &last_, &logits_})
     n += b->size();
   for (size_t i = 0; i < gk_.size(); i++) n += gk_[i].size() + gv_[i].size();
-  return n * sizeof(float) + (tokens_.size() + pos_.size()) * sizeof(int32_t);
+  return n * sizeof(float) + (tokens_.size() + pos_.size()) * sizeof(int32_t) +
+         rings_.size() * sizeof(KvRing);
 }
 
 void Engine::forward(const Segment* segs, int n_segs, float* logits) {
@@ -53,6 +54,7 @@ void Engine::forward(const Segment* segs, int n_segs, float* logits) {
   const int H = c.num_attention_heads, Hkv = c.num_key_value_heads, qd = H * hd, kvd = Hkv * hd;
   LCX_CHECK(n_segs >= 1, "engine: forward needs at least one segment");
   // Validate everything before touching a cache.
+  const bool decode = std::all_of(segs, segs + n_segs, [](const Segment& s) { return s.n == 1; });
   int T = 0, kv_rows = 0;
   std::vector<int> off(n_segs);
   for (int i = 0; i < n_segs; i++) {
@@ -65,7 +67,7 @@ void Engine::forward(const Segment* segs, int n_segs, float* logits) {
     kv_cache_reserve(*s.cache, s.n);
     off[i] = T;
     T += s.n;
-    if (s.cache->n_past + s.n > s.cache->capacity) kv_rows = std::max(kv_rows, s.cache->n_old() + s.n);
+    if (!decode && s.cache->n_past + s.n > s.cache->capacity) kv_rows = std::max(kv_rows, s.cache->n_old() + s.n);
   }
   reserve(T, n_segs, kv_rows);
   for (int i = 0; i < n_segs; i++)
@@ -75,6 +77,18 @@ void Engine::forward(const Segment* segs, int n_segs, float* logits) {
     }
   tokens_.upload(host_tokens_.data(), size_t(T));
   pos_.upload(host_pos_.data(), size_t(T));
+  // A decode step's rings, (layer, segment), go to the backend once for all layers.
+  const int L = c.num_hidden_layers;
+  if (decode) {
+    host_rings_.resize(size_t(L) * n_segs);
+    for (int l = 0; l < L; l++)
+      for (int i = 0; i < n_segs; i++) {
+        KvCache& kc = *segs[i].cache;
+        host_rings_[size_t(l) * n_segs + i] = {kc.k[l].data(), kc.v[l].data(), kc.capacity, int32_t(kc.n_past)};
+      }
+    fit(rings_, be, host_rings_.size());
+    rings_.upload(host_rings_.data(), host_rings_.size());
+  }
 
   const AttnShape shape = model_attn_shape(m_);
   const size_t kv_bytes = sizeof(float) * size_t(kvd);
@@ -110,20 +124,26 @@ void Engine::forward(const Segment* segs, int n_segs, float* logits) {
 
   float* x = x_.data();
   be.embedding_forward(x, tokens_.data(), w + P.wte, T, d);
-  for (int l = 0; l < c.num_hidden_layers; l++) {
+  for (int l = 0; l < L; l++) {
     // x = x + Attn(RMSNorm(x));  x = x + SwiGLU(RMSNorm(x)), as model_forward
     layer_qkv_forward(m_, l, q_.data(), k_.data(), v_.data(), ln_.data(), rstd_.data(), x,
                       pos_.data(), T);
-    if (n_segs == 1 || be.device) {
-      for (int i = 0; i < n_segs; i++) attend(l, i, 0);  // the kernel parallelises inside
+    if (decode) {  // also stores the new keys/values in the rings
+      be.decode_attn_forward(att_.data(), q_.data(), k_.data(), v_.data(),
+                             rings_.data() + size_t(l) * n_segs, n_segs, shape,
+                             c.attention == AttnKind::softmax);
     } else {
+      if (n_segs == 1 || be.device) {
+        for (int i = 0; i < n_segs; i++) attend(l, i, 0);  // the kernel parallelises inside
+      } else {
 #pragma omp parallel for schedule(dynamic)
-      for (int i = 0; i < n_segs; i++) attend(l, i, omp_get_thread_num());
+        for (int i = 0; i < n_segs; i++) attend(l, i, omp_get_thread_num());
+      }
+      for (int i = 0; i < n_segs; i++)
+        if (!in_place(segs[i]))
+          kv_cache_store(*segs[i].cache, l, k_.data() + size_t(off[i]) * kvd,
+                         v_.data() + size_t(off[i]) * kvd, segs[i].n);
     }
-    for (int i = 0; i < n_segs; i++)
-      if (!in_place(segs[i]))
-        kv_cache_store(*segs[i].cache, l, k_.data() + size_t(off[i]) * kvd,
-                       v_.data() + size_t(off[i]) * kvd, segs[i].n);
     layer_out_mlp_forward(m_, l, x, mid_.data(), ln_.data(), rstd_.data(), gate_.data(),
                           up_.data(), h_.data(), att_.data(), x, T);
   }

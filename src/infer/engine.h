@@ -4,7 +4,9 @@
 //   Engine::forward   one step over several sequences at once: each Segment feeds n tokens of
 //                     one sequence (a prefill chunk, or 1 token when decoding); the rows of all
 //                     segments go through the matmuls together, attention runs per segment
-//                     against [its cache's last w−1 entries + its own keys] (AttnShape::Tk).
+//                     against [its cache's last w−1 entries + its own keys] (AttnShape::Tk);
+//                     a pure decode step (every segment 1 token) attends in one
+//                     Backend::decode_attn_forward per layer, reading the rings in place.
 //   Engine::prefill   a prompt in chunks of EngineOptions::chunk tokens: a 1M-token prompt
 //                     streams through in memory bounded by the chunk and the window.
 //   Scheduler         continuous batching: requests join and leave between steps; each step is
@@ -69,6 +71,8 @@ class Engine {
   Buffer<int32_t> tokens_, pos_;
   std::vector<int32_t> host_tokens_, host_pos_;
   std::vector<Buffer<float>> gk_, gv_;       // per-thread [cache + chunk] keys/values
+  Buffer<KvRing> rings_;                     // decode steps: (layer, segment) rings
+  std::vector<KvRing> host_rings_;
 };
 
 enum class Finish { none, stop, length, cancelled, error };

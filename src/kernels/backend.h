@@ -61,6 +61,15 @@ struct AttnRows {
   int n = 0;
 };
 
+// One sequence's KV ring at one layer, for Backend::decode_attn_forward (infer/kv_cache.h): the
+// entry (key or value, Hkv·D floats) of absolute position p lives in slot p % capacity of k, v.
+struct KvRing {
+  float* k = nullptr;    // (capacity, Hkv, D) keys, RoPE'd at their absolute positions
+  float* v = nullptr;    // (capacity, Hkv, D) values
+  int32_t capacity = 0;  // ring entries C ≥ 1
+  int32_t pos = 0;       // absolute position p of the token this step decodes (the cache's n_past)
+};
+
 // Direction of Backend::copy.
 enum class Copy { to_device, to_host, within };
 
@@ -135,6 +144,17 @@ struct Backend {
   void (*softmax_attn_backward)(float* dq, float* dk, float* dv, const float* dout,
                                 const float* out, const float* lse, const float* q,
                                 const float* k, const float* v, const AttnShape& s);
+
+  // Decode step of S sequences that each feed ONE token (inference: one call per layer for a whole
+  // decode batch, keys read in place from every sequence's KV ring). Sequence i's token sits at
+  // position p = rings[i].pos with query q[i] (H,D) and new key/value k_new[i], v_new[i] (Hkv,D);
+  // the op stores those in slot p % C of ring i, then out[i] (H,D) = attention of q[i] over the
+  // ring's positions max(0, p−w+1, p−C+1) .. p: SWAT σ with s.bias, or softmax (softmax = true;
+  // no bias, no lse) — swat_forward / softmax_attn_forward of one query after those keys (Tk).
+  // q, out (S,H,D); k_new, v_new (S,Hkv,D); rings [S] in the backend's memory, rings distinct.
+  // AttnShape gives H, Hkv, D, window, slopes, bias, scale (T, Tk, cu_seqlens are unused).
+  void (*decode_attn_forward)(float* out, const float* q, const float* k_new, const float* v_new,
+                              const KvRing* rings, int S, const AttnShape& s, bool softmax);
 
   // Softmax attention of a block of queries against a block of keys at arbitrary rows of one
   // stream: ring attention's kernel (kernels/cpu/attn_block.h: the math and the reference).

@@ -92,6 +92,55 @@ void host_event_release(void* ev) { delete static_cast<char*>(ev); }
 void host_event_record(void*, Stream) {}
 void host_stream_wait(Stream, void*) {}
 
+// decode_attn_forward (backend.h) on a host backend through its own attention ops: per sequence,
+// store the new entry in slot p % C, then attend as one query after the window's entries (Tk),
+// read in place from the ring when they do not wrap past its end, else gathered oldest first
+// into a per-thread copy. Sequences run in parallel (the attention op runs serially inside).
+using SwatForward = void (*)(float*, const float*, const float*, const float*, const AttnShape&);
+using SoftmaxForward = void (*)(float*, float*, const float*, const float*, const float*,
+                                const AttnShape&);
+template <SwatForward swat, SoftmaxForward softmax_fwd>
+void host_decode_attn_forward(float* out, const float* q, const float* k_new, const float* v_new,
+                              const KvRing* rings, int S, const AttnShape& s, bool softmax) {
+  LCX_CHECK(S >= 0, "decode_attn_forward: negative number of sequences {}", S);
+  AttnShape one = s;
+  one.T = 1, one.Tk = 0, one.cu_seqlens = nullptr, one.n_docs = 0;
+  ref::attn_check(one, "decode_attn_forward");  // before the parallel loop: no throw inside it
+  for (int i = 0; i < S; i++)
+    LCX_CHECK(rings[i].k && rings[i].v && rings[i].capacity >= 1 && rings[i].pos >= 0,
+              "decode_attn_forward: ring {} is invalid (capacity {}, position {})", i,
+              rings[i].capacity, rings[i].pos);
+  const size_t kvd = size_t(s.Hkv) * s.D, qd = size_t(s.H) * s.D;
+#pragma omp parallel for schedule(dynamic) if (S > 1)
+  for (int i = 0; i < S; i++) {
+    const KvRing& r = rings[i];
+    const int64_t p = r.pos, C = r.capacity;
+    std::memcpy(r.k + size_t(p % C) * kvd, k_new + i * kvd, kvd * sizeof(float));
+    std::memcpy(r.v + size_t(p % C) * kvd, v_new + i * kvd, kvd * sizeof(float));
+    const int64_t lo = std::max({int64_t(0), p - s.window + 1, p - C + 1}), first = lo % C;
+    const int n = int(p - lo + 1);
+    const float *K = r.k + size_t(first) * kvd, *V = r.v + size_t(first) * kvd;
+    thread_local std::vector<float> gk, gv;
+    if (first + n > C) {  // the window wraps: [first, C) then [0, rest)
+      const size_t head = size_t(C - first) * kvd, all = size_t(n) * kvd;
+      gk.resize(all), gv.resize(all);
+      std::memcpy(gk.data(), K, head * sizeof(float));
+      std::memcpy(gv.data(), V, head * sizeof(float));
+      std::memcpy(gk.data() + head, r.k, (all - head) * sizeof(float));
+      std::memcpy(gv.data() + head, r.v, (all - head) * sizeof(float));
+      K = gk.data(), V = gv.data();
+    }
+    AttnShape a = one;
+    a.Tk = n;
+    if (softmax) {
+      std::vector<float> lse(size_t(s.H));
+      softmax_fwd(out + i * qd, lse.data(), q + i * qd, K, V, a);
+    } else {
+      swat(out + i * qd, q + i * qd, K, V, a);
+    }
+  }
+}
+
 }  // namespace
 
 #define LONGCTX_HOST_MEMORY                                                                    \
@@ -115,6 +164,7 @@ const Backend& backend_cpu_ref() {
       ref::swat_backward<float>,
       ref::softmax_attn_forward<float>,
       ref::softmax_attn_backward<float>,
+      host_decode_attn_forward<ref::swat_forward<float>, ref::softmax_attn_forward<float>>,
       ref::attn_block_forward<float>,
       ref::attn_block_backward<float>,
       attn_block_merge<float>,
@@ -142,6 +192,7 @@ const Backend& backend_cpu() {
       cpu::swat_backward,
       cpu::softmax_attn_forward,
       cpu::softmax_attn_backward,
+      host_decode_attn_forward<cpu::swat_forward, cpu::softmax_attn_forward>,
       cpu::attn_block_forward,
       cpu::attn_block_backward,
       attn_block_merge<float>,

@@ -304,7 +304,7 @@ cuda::WindowArgs window_args(const AttnShape& s, const char* op) {
             "document, but cu_seqlens was given", op);
   LCX_CHECK(!s.cu_seqlens || s.n_docs >= 1, "{}: cu_seqlens given with n_docs={}", op, s.n_docs);
   return {s.T, std::max(s.Tk, s.T), s.H, s.Hkv, s.D, s.window, s.cu_seqlens, s.n_docs, s.slopes,
-          s.bias, s.scale};
+          s.bias, s.scale, nullptr};
 }
 
 // The wgmma kernel's arguments, q/k/v converted to bf16 scratch (device cu_seqlens and slopes
@@ -407,6 +407,19 @@ void softmax_attn_backward(float* dq, float* dk, float* dv, const float* dout, c
   });
 }
 
+// A decode batch over KV rings: the window kernel with one sequence's query per CTA, storing the
+// new entries in the same launch (one launch per layer; two when the batch is too small to fill
+// the GPU and the keys are split).
+void decode_attn_forward(float* out, const float* q, const float* k_new, const float* v_new,
+                         const KvRing* rings, int S, const AttnShape& s, bool softmax) {
+  AttnShape batch = s;
+  batch.T = S, batch.Tk = 0, batch.cu_seqlens = nullptr, batch.n_docs = 0;
+  cuda::WindowArgs w = window_args(batch, "decode_attn_forward");
+  LCX_CHECK(S == 0 || rings, "decode_attn_forward: {} sequences but no rings", S);
+  w.rings = rings;
+  rethrow("decode_attn_forward", [&] { window_forward(out, nullptr, q, k_new, v_new, w, softmax); });
+}
+
 // Ring attention's block ops (attn_block.cu). The rows are device memory, so only the shape and
 // the pointers are checked here (kernels/cpu/attn_block.h's check also reads the rows; ring
 // attention's placements are validated on the host by ring_check).
@@ -482,6 +495,7 @@ const Backend& backend_cuda() {
       swat_backward,
       softmax_attn_forward,
       softmax_attn_backward,
+      decode_attn_forward,
       attn_block_forward,
       attn_block_backward,
       cuda::attn_block_merge,

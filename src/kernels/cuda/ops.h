@@ -8,6 +8,8 @@
 
 #include <cuda_bf16.h>
 
+#include "kernels/backend.h"  // KvRing
+
 namespace longctx::cuda {
 
 // Throws std::runtime_error naming `what` if the last launch failed.
@@ -56,16 +58,21 @@ void xent_grad(float* logits, int rows, int Vc, int v0, const int32_t* targets, 
 // bias); true: softmax (lse saved). Forward FlashDecoding-style (keys split over lanes, CTAs and
 // splits; fast for decode and chunked prefill after a KV cache); backward one warp per query and
 // head (dk, dv by fp32 atomics).
+// Decode over KV rings (backend.h decode_attn_forward; forward only): `rings` [T] gives each of
+// T sequences' ring; query i is sequence i's one token, k and v hold the T new entries
+// (T,Hkv,D), which the same launch stores in the rings (Tk and cu_seqlens unused).
 struct WindowArgs {
   int T, Tk, H, Hkv, D, window;
   const int32_t* cu_seqlens;  // null: one document
   int n_docs;
   const float* slopes;  // null: no ALiBi
   float bias, scale;
+  const KvRing* rings;  // null: keys k, v of the stream
 };
 // Floats of device scratch the forward needs (its key splits' partials; 0 when it needs none).
 size_t window_attention_workspace_floats(const WindowArgs& a);
-// `workspace` holds window_attention_workspace_floats(a) floats (contents need not be initialised).
+// `workspace` holds window_attention_workspace_floats(a) floats (contents need not be initialised);
+// lse may be null when softmax is (decode: not needed).
 void window_attention_forward(float* out, float* lse, const float* q, const float* k,
                               const float* v, const WindowArgs& a, bool softmax, float* workspace);
 void window_attention_backward(float* dq, float* dk, float* dv, const float* dout,

@@ -1,12 +1,14 @@
 // fp32 sliding-window attention on the GPU (ops.h): SWAT (σ) and softmax, any head dim ≤ 256,
-// documents (cu_seqlens), GQA, ALiBi, queries after a KV cache (Tk > T, forward); W(m) = [lo, m]
-// as kernels/cpu/ref.h (DESIGN.md §2.1). The model uses the wgmma kernel (swat_attention.cu) for
+// documents (cu_seqlens), GQA, ALiBi, queries after a KV cache (Tk > T, forward), a decode batch
+// over KV rings (forward); W(m) = [lo, m] as kernels/cpu/ref.h (DESIGN.md §2.1). The model uses the wgmma kernel (swat_attention.cu) for
 // SWAT training at D 64/128; this file serves the rest, inference above all.
 //   Forward, FlashDecoding-style (Dao et al. 2023): a CTA takes a tile of queries of one head and
 //   a split of the keys their windows cover; K/V tiles go to shared memory by cp.async (double
 //   buffered), lanes score one key each, then accumulate P·V one head dim each; splits are merged
 //   by a second kernel (σ: a sum; softmax: log-sum-exp). Decode (T = 1) gets its parallelism from
-//   the splits, chunked prefill from the query tiles (K/V reused by 8–32 queries).
+//   the splits, chunked prefill from the query tiles (K/V reused by 8–32 queries). A decode batch
+//   over rings (WindowArgs::rings) is the same kernel with one sequence's query per CTA, its keys
+//   read in place from slot n % C of its ring; the CTAs of split 0 store the new entries.
 //   Backward: one warp per (query, head) walks W(m) key by key; dk, dv by atomics.
 #include <algorithm>
 #include <climits>
@@ -31,6 +33,12 @@ __device__ float warp_sum(float x) {
 
 // Key index m of query row i and the first key lo of its window W(m).
 __device__ void window_of(const WindowArgs& a, int i, int* m, int* lo) {
+  if (a.rings) {  // sequence i's position; its ring holds the last C positions
+    const KvRing r = a.rings[i];
+    *m = r.pos;
+    *lo = max(0, max(r.pos - a.window + 1, r.pos - r.capacity + 1));
+    return;
+  }
   if (a.Tk > a.T) {  // one document of Tk keys; the queries are its last T positions
     *m = a.Tk - a.T + i;
     *lo = max(0, *m - a.window + 1);
@@ -85,23 +93,34 @@ struct FwdSmem {
 };
 
 struct FwdArgs {
-  float *out, *lse;               // final results (splits = 1)
+  float *out, *lse;               // final results (splits = 1; lse may be null)
   float *part_o, *part_lse;       // splits > 1: (splits, T, H, D) and (splits, T, H)
-  const float *q, *k, *v;
+  const float *q, *k, *v;         // rings: k, v are the sequences' new entries (T, Hkv, D)
   int splits;
   bool vec;                       // D % 4 = 0 and k, v 16-byte aligned: 16-byte copies
 };
 
-// cp.async of key rows [kb, kb+nk) of head g into buffer `buf` (committed as one group).
+// Query rows of one CTA: a tile of the stream, or one sequence of a decode batch over rings.
+__host__ __device__ int cta_rows(const WindowArgs& a, int warps) { return a.rings ? 1 : warps * qt; }
+
+// cp.async of key rows [kb, kb+nk) of head g into buffer `buf` (committed as one group). With a
+// ring (sequence i's; null: the stream), key n is slot n % C, except the new token's (n = pos):
+// row i of k, v (the launch stores it in the ring meanwhile; no other key maps to its slot).
 __device__ void load_tile(float* sm, const FwdSmem& L, const FwdArgs& f, const WindowArgs& a,
-                          int g, int kb, int nk, int buf) {
+                          const KvRing* ring, int i, int g, int kb, int nk, int buf, bool vec) {
   float *Ks = sm + L.k(buf), *Vs = sm + L.v(buf);
-  const int c = f.vec ? 4 : 1, per_row = a.D / c;  // copies of c floats per row
+  const int c = vec ? 4 : 1, per_row = a.D / c;  // copies of c floats per row
   for (int e = threadIdx.x; e < nk * per_row; e += blockDim.x) {
-    const int row = e / per_row, d = c * (e % per_row);
-    const size_t src = (size_t(kb + row) * a.Hkv + g) * a.D + d;
-    __pipeline_memcpy_async(Ks + row * L.ks + d, f.k + src, sizeof(float) * c);
-    __pipeline_memcpy_async(Vs + row * L.dp + d, f.v + src, sizeof(float) * c);
+    const int row = e / per_row, d = c * (e % per_row), n = kb + row;
+    const float *k = f.k, *v = f.v;
+    int r = n;
+    if (ring) {
+      if (n == ring->pos) r = i;
+      else k = ring->k, v = ring->v, r = n % ring->capacity;
+    }
+    const size_t src = (size_t(r) * a.Hkv + g) * a.D + d;
+    __pipeline_memcpy_async(Ks + row * L.ks + d, k + src, sizeof(float) * c);
+    __pipeline_memcpy_async(Vs + row * L.dp + d, v + src, sizeof(float) * c);
   }
   __pipeline_commit();
 }
@@ -118,7 +137,21 @@ __global__ void k_forward(FwdArgs f, WindowArgs a) {
   const int warps = blockDim.x / 32, w = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int h = blockIdx.y, g = h / (a.H / a.Hkv), s = blockIdx.z;
   const FwdSmem L(a.D, warps);
-  const int i0 = blockIdx.x * warps * qt, i_last = min(a.T, i0 + warps * qt) - 1, wi0 = i0 + w * qt;
+  const int rows = cta_rows(a, warps);
+  const int i0 = blockIdx.x * rows, i_last = min(a.T, i0 + rows) - 1, wi0 = i0 + w * qt;
+  KvRing ring{};
+  bool vec = f.vec;
+  if (a.rings) {
+    ring = a.rings[i0];
+    vec = vec && (reinterpret_cast<uintptr_t>(ring.k) | reinterpret_cast<uintptr_t>(ring.v)) % 16 == 0;
+    if (s == 0 && h % (a.H / a.Hkv) == 0) {  // store the new entry of KV head g in slot pos % C
+      const size_t dst = (size_t(ring.pos % ring.capacity) * a.Hkv + g) * a.D;
+      const size_t src = (size_t(i0) * a.Hkv + g) * a.D;
+      for (int d = threadIdx.x; d < a.D; d += blockDim.x)
+        ring.k[dst + d] = f.k[src + d], ring.v[dst + d] = f.v[src + d];
+    }
+  }
+  const KvRing* rp = a.rings ? &ring : nullptr;
   int klo, khi, unused;
   window_of(a, i0, &unused, &klo);
   window_of(a, i_last, &khi, &unused);
@@ -127,17 +160,17 @@ __global__ void k_forward(FwdArgs f, WindowArgs a) {
   int m[qt], lo[qt], whi = -1;  // row r sees keys lo ≤ n ≤ m; the warp's band is [lo[0], whi]
 #pragma unroll
   for (int r = 0; r < qt; r++) {
-    if (wi0 + r < a.T) window_of(a, wi0 + r, &m[r], &lo[r]);
+    if (wi0 + r <= i_last) window_of(a, wi0 + r, &m[r], &lo[r]);
     else m[r] = -1, lo[r] = INT_MAX;
     whi = max(whi, m[r]);
   }
   const float slope = a.slopes ? a.slopes[h] : 0.0f;
 
-  if (t0 < t1) load_tile(sm, L, f, a, g, klo + t0 * kt, min(kt, khi - klo - t0 * kt + 1), 0);
+  if (t0 < t1) load_tile(sm, L, f, a, rp, i0, g, klo + t0 * kt, min(kt, khi - klo - t0 * kt + 1), 0, vec);
   float* Qs = sm + L.q();
   for (int e = threadIdx.x; e < warps * qt * L.dp; e += blockDim.x) {
     const int i = i0 + e / L.dp, d = e % L.dp;
-    Qs[e] = i < a.T && d < a.D ? f.q[(size_t(i) * a.H + h) * a.D + d] * a.scale : 0.0f;
+    Qs[e] = i <= i_last && d < a.D ? f.q[(size_t(i) * a.H + h) * a.D + d] * a.scale : 0.0f;
   }
   for (int e = threadIdx.x; e < 2 * kt * (L.dp - a.D); e += blockDim.x)  // K pad columns: 0
     sm[e / (L.dp - a.D) * L.ks + a.D + e % (L.dp - a.D)] = 0.0f;
@@ -149,7 +182,7 @@ __global__ void k_forward(FwdArgs f, WindowArgs a) {
   for (int t = t0; t < t1; t++) {
     const int buf = (t - t0) & 1, kb = klo + t * kt, nk = min(kt, khi - kb + 1);
     if (t + 1 < t1) {  // prefetch the next tile into the other buffer
-      load_tile(sm, L, f, a, g, kb + kt, min(kt, khi - kb - kt + 1), buf ^ 1);
+      load_tile(sm, L, f, a, rp, i0, g, kb + kt, min(kt, khi - kb - kt + 1), buf ^ 1, vec);
       __pipeline_wait_prior(1);
     } else {
       __pipeline_wait_prior(0);
@@ -212,14 +245,14 @@ __global__ void k_forward(FwdArgs f, WindowArgs a) {
 
 #pragma unroll
   for (int r = 0; r < qt; r++) {
-    if (wi0 + r >= a.T) break;
+    if (wi0 + r > i_last) break;
     const size_t row = size_t(wi0 + r) * a.H + h, part = size_t(s) * a.T * a.H + row;
     float* dst = f.splits == 1 ? f.out + row * a.D : f.part_o + part * a.D;
     float inv = 1.0f;
     if (softmax) {  // a split may see none of the row's keys: o = 0, lse = −inf
       const float lt = warp_sum(l[r]);
       inv = lt > 0.0f ? 1.0f / lt : 0.0f;
-      if (lane == 0)
+      if (lane == 0 && (f.splits > 1 || f.lse))
         (f.splits == 1 ? f.lse[row] : f.part_lse[part]) = lt > 0.0f ? mx[r] + logf(lt) : -INFINITY;
     }
     for (int j = 0; j < J; j++) {
@@ -249,7 +282,7 @@ __global__ void k_combine(float* out, float* lse, const float* part_o, const flo
     }
     out[size_t(row) * D + d] = softmax ? acc / sum : acc;
   }
-  if (softmax && lane == 0) lse[row] = M + logf(sum);
+  if (softmax && lse && lane == 0) lse[row] = M + logf(sum);
 }
 
 // dP = dO·v; dZ = p(1−p)dP (σ) or p(dP − Δ), Δ = dO·O (softmax); dq += dZ k·scale (this warp's
@@ -304,8 +337,9 @@ void check(const WindowArgs& a) {
                                 " is outside [1, 256]");
 }
 
-// Launch plan: 4 warps (32 queries) per CTA when there are that many queries, else 1; key splits
-// until about 2 CTAs per SM (decode: T = 1 query of H heads over ≤ w keys), each split ≥ 1 tile.
+// Launch plan: 4 warps (32 queries) per CTA when there are that many queries, else 1 (rings: 1,
+// one query); key splits until about 2 CTAs per SM (decode: T = 1 query of H heads over ≤ w
+// keys), each split ≥ 1 tile of the widest span (rings: the window; a CTA splits its own span).
 struct Plan {
   int warps, splits;
 };
@@ -317,9 +351,9 @@ Plan plan_of(const WindowArgs& a) {
       throw std::runtime_error("cuda window attention: cannot read the SM count");
     return n;
   }();
-  const int warps = a.T >= 4 * qt ? 4 : 1;
-  const int64_t ctas = int64_t((a.T + warps * qt - 1) / (warps * qt)) * a.H, want = 2 * sms;
-  const int64_t span = std::min<int64_t>(a.Tk, int64_t(a.window) + warps * qt - 1);
+  const int warps = !a.rings && a.T >= 4 * qt ? 4 : 1, rows = cta_rows(a, warps);
+  const int64_t ctas = int64_t((a.T + rows - 1) / rows) * a.H, want = 2 * sms;
+  const int64_t span = a.rings ? a.window : std::min<int64_t>(a.Tk, int64_t(a.window) + rows - 1);
   const int64_t tiles = (span + kt - 1) / kt;
   if (ctas >= want) return {warps, 1};
   const int64_t splits = std::min({(want + ctas - 1) / ctas, tiles, int64_t(max_splits)});
@@ -335,7 +369,8 @@ void launch_forward(const FwdArgs& f, const WindowArgs& a, int warps) {
   if (opt_in != cudaSuccess)
     throw std::runtime_error(std::string("cuda window attention: shared memory: ") +
                              cudaGetErrorString(opt_in));
-  const dim3 grid((a.T + warps * qt - 1) / (warps * qt), a.H, f.splits);
+  const int rows = cta_rows(a, warps);
+  const dim3 grid((a.T + rows - 1) / rows, a.H, f.splits);
   k_forward<softmax, J><<<grid, 32 * warps, FwdSmem(a.D, warps).bytes()>>>(f, a);
 }
 
@@ -377,6 +412,7 @@ void window_attention_backward(float* dq, float* dk, float* dv, const float* dou
                                const float* out, const float* lse, const float* q,
                                const float* k, const float* v, const WindowArgs& a, bool softmax) {
   check(a);
+  if (a.rings) throw std::invalid_argument("cuda window attention: the backward takes no KV rings");
   if (a.T <= 0) return;
   const dim3 grid(a.T, a.H);
   if (softmax) k_backward<true><<<grid, 32>>>(dq, dk, dv, dout, out, lse, q, k, v, a);
