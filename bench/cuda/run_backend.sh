@@ -7,14 +7,10 @@
 #   bash bench/cuda/run_backend.sh [test] [san] [train] [bench] [attn] [base] [prof]
 #   (default: all but prof; prof = an nsys kernel-time summary of two training steps)
 set -uo pipefail
-OUT=${OUT:-$PWD/out}
-mkdir -p "$OUT"
-STAGES=" ${*:-test san train bench attn base} "
+STAGES="${*:-test san train bench attn base}"
+source "$(dirname "$0")/device_env.sh"
 BENCH_RUNS=${BENCH_RUNS:-"fast16bf 4096|bf16copy 4096|bf16copy 16384|bf16copy 16384 --recompute"}
-has() { [[ "$STAGES" == *" $1 "* ]]; }
-export LD_LIBRARY_PATH=$PWD/.devlibs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}:$PWD/.devlibs/fallback
 export OMP_NUM_THREADS=8
-BIN=$PWD/.devlibs
 { nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv,noheader
   grep -m1 "model name" /proc/cpuinfo; ldd .devlibs/longctx | grep -E "not found|fallback"; } | tee "$OUT/machine.log"
 if has test; then

@@ -41,21 +41,12 @@ if [[ "${1:-}" == pack ]]; then
   exit 0
 fi
 
-OUT=${OUT:-$PWD/out}
-mkdir -p "$OUT"
-STAGES=" ${*:-probe test bytes speed sim} "
-has() { [[ "$STAGES" == *" $1 "* ]]; }
-BIN=$PWD/.devlibs
-export LD_LIBRARY_PATH=$BIN:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}:$BIN/fallback
-# NVLink multicast stays off (KINDS.md), in every process mpirun starts too (-x below)
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 OMP_NUM_THREADS=4
-if ! command -v mpirun > /dev/null; then  # the packed Open MPI, relocated
-  export OPAL_PREFIX=$BIN/openmpi PMIX_INSTALL_PREFIX=$BIN/openmpi/pmix2 PATH=$BIN/openmpi/bin:$PATH
-  export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$BIN/openmpi/pmix2/lib
-fi
+STAGES="${*:-probe test bytes speed sim}"
+source "$(dirname "$0")/device_env.sh"
+export OMP_NUM_THREADS=4
 G=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | wc -l)
-# "${MPI[@]}" -np N CMD...: one process per GPU, the environment passed on (an array, not a
-# function, so that `timeout` can run it)
+# "${MPI[@]}" -np N CMD...: one process per GPU, the environment (NVLink multicast off) passed on
+# (an array, not a function, so that `timeout` can run it)
 MPI=(mpirun --allow-run-as-root --oversubscribe --bind-to none -x LD_LIBRARY_PATH -x NCCL_NVLS_ENABLE
      -x TORCH_SYMM_MEM_DISABLE_MULTICAST -x NVSHMEM_DISABLE_NVLS -x OMP_NUM_THREADS)
 CAP=${CAP:-32768}

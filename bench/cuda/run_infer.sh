@@ -14,13 +14,9 @@ if [[ "${1:-}" == pack ]]; then
   cp "$build/tests/test_cuda_engine" "$build/bench/bench_infer" .devlibs/
   exit
 fi
-OUT=${OUT:-$PWD/out}
-mkdir -p "$OUT"
-STAGES=" ${*:-attn test tput base mem} "
-has() { [[ "$STAGES" == *" $1 "* ]]; }
-export LD_LIBRARY_PATH=$PWD/.devlibs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}:$PWD/.devlibs/fallback
+STAGES="${*:-attn test tput base mem}"
+source "$(dirname "$0")/device_env.sh"
 export OMP_NUM_THREADS=8
-BIN=$PWD/.devlibs
 { nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv,noheader
   grep -m1 "model name" /proc/cpuinfo; ldd $BIN/bench_infer | grep -E "not found|fallback"; } | tee "$OUT/machine.log"
 if has attn; then

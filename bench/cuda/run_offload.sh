@@ -8,13 +8,9 @@
 # nccl_comm_test). Logs and JSON go to $OUT.
 #   bash bench/cuda/run_offload.sh [test] [prof] [fig21] [long] [chunk] [nccl]   (default: all)
 set -uo pipefail
-OUT=${OUT:-$PWD/out}
-mkdir -p "$OUT"
-STAGES=" ${*:-test prof fig21 long chunk nccl} "
-has() { [[ "$STAGES" == *" $1 "* ]]; }
-export LD_LIBRARY_PATH=$PWD/.devlibs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}:$PWD/.devlibs/fallback
-export OMP_NUM_THREADS=8 NCCL_NVLS_ENABLE=0
-BIN=$PWD/.devlibs
+STAGES="${*:-test prof fig21 long chunk nccl}"
+source "$(dirname "$0")/device_env.sh"
+export OMP_NUM_THREADS=8
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   grep -m1 "model name" /proc/cpuinfo; free -g | head -2; ldd $BIN/longctx | grep -E "not found"; } | tee "$OUT/machine.log"
 # one bench-train case: S, then extra flags; an OOM or a timeout prints a JSON line saying so

@@ -28,22 +28,14 @@ if [[ "${1:-}" == pack ]]; then
   exit 0
 fi
 
-OUT=${OUT:-$PWD/out}
-mkdir -p "$OUT"
-STAGES=" ${*:-ops ring} "
-has() { [[ "$STAGES" == *" $1 "* ]]; }
-BIN=$PWD/.devlibs
-export LD_LIBRARY_PATH=$BIN:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}:$BIN/fallback
-export NCCL_NVLS_ENABLE=0 OMP_NUM_THREADS=8
+STAGES="${*:-ops ring}"
+source "$(dirname "$0")/device_env.sh"
+export OMP_NUM_THREADS=8
 # libnccl.so.2 (218 MB, not carried): the CUDA tree's or pip's nvidia-nccl, wherever the image has it
 for d in /usr/local/cuda/lib /usr/local/cuda/lib64 \
          $(python3 -c 'import nvidia.nccl as m; print(list(m.__path__)[0] + "/lib")' 2>/dev/null); do
   [[ -f $d/libnccl.so.2 ]] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$d
 done
-if ! command -v mpirun > /dev/null; then  # the packed Open MPI, relocated (run_hdp_multigpu.sh)
-  export OPAL_PREFIX=$BIN/openmpi PMIX_INSTALL_PREFIX=$BIN/openmpi/pmix2 PATH=$BIN/openmpi/bin:$PATH
-  export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$BIN/openmpi/pmix2/lib
-fi
 { nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; command -v mpirun
   ldd $BIN/mpi_ring_test | grep -E "not found|fallback"; } 2>&1 | tee "$OUT/machine.log"
 if has ops; then
