@@ -208,6 +208,7 @@ void cp_attention_backward(Comm& comm, const Backend& be, const CpPlacement& p,
 
   // dK/dV of my rows that later parts used as their halo come back (forward's send pieces).
   float* rmsg = fit(scr.recv, be, msg_floats(hp.send, kvd));
+  be.sync();  // a grown buffer's zeroing (compute stream) is done before the communicator writes
   std::vector<CommRequest> rreqs, sreqs;
   size_t at = 0;
   for (const CpPiece& s : hp.send) {
