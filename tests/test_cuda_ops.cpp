@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "data/loader.h"
+#include "decode_cases.h"
 #include "kernels/backend.h"
 #include "model/model.h"
 #include "model/params.h"
@@ -264,6 +265,43 @@ TEST(CudaAttention, AfterKvCacheMatchesReference) {
   };
   for (const AttnCase& c : cases)
     for (bool softmax : {false, true}) check_attention(c, softmax);
+}
+
+// A decode batch over KV rings (decode_attn_forward: the engine's decode step, one launch per
+// layer) against cpu_ref: outputs within the fp32 kernel's 1e-4, the rings after the call (the
+// stored new entries) exact. 1–4 sequences split their keys over CTAs (then the merge); 40
+// sequences × 16 heads fill the GPU unsplit. Rings wrapped or not, C < w (softmax-full growing
+// cache), C > w, GQA, w 1, D 64/128/96/30 (30: 4-byte copies), rings 16-byte aligned or not.
+TEST(CudaAttention, DecodeBatchMatchesReference) {
+  SKIP_WITHOUT_GPU();
+  using longctx::testing::DecodeCase;
+  using A = Alibi;
+  std::vector<int32_t> pos40, cap40(40, 1024);
+  for (int i = 0; i < 40; i++) pos40.push_back(37 * i * i % 5000);  // 0 .. 4958, half below 1024
+  const std::vector<DecodeCase> cases = {
+      {16, 16, 64, 1024, {1500}, {1024}, A::balanced, 0.0f},  // swat-340m, batch 1, wrapped
+      {16, 16, 64, 1024, pos40, cap40, A::balanced, 0.0f},    // swat-340m, batch 40
+      {8, 2, 128, 63, {0, 62, 63, 700}, {63, 63, 63, 63}, A::neg, -1.0f},
+      {4, 4, 96, 1 << 30, {5, 300, 511}, {512, 512, 512}, A::none, 0.0f},  // C < w
+      {6, 3, 30, 50, {120, 7, 49}, {80, 64, 50}, A::pos, 0.2f},            // C > w, D 30
+      {2, 1, 64, 1, {0, 33}, {1, 1}, A::neg, 0.0f},                        // w 1
+  };
+  for (const DecodeCase& c : cases) {
+    const longctx::testing::DecodeData d(c);
+    for (bool softmax : {false, true}) {
+      const auto want = longctx::testing::run_decode(backend_cpu_ref(), d, softmax);
+      for (size_t misalign : {0, 1}) {
+        std::string what = (softmax ? "softmax " : "swat ") + c.name();
+        if (misalign) what += " misaligned rings";
+        const auto got = longctx::testing::run_decode(backend_cuda(), d, softmax, misalign);
+        EXPECT_LE(max_err(got.out, want.out), 1e-4) << what;
+        for (int i = 0; i < d.S; i++) {
+          EXPECT_EQ(got.ring_k[i], want.ring_k[i]) << what << ": ring keys of seq " << i;
+          EXPECT_EQ(got.ring_v[i], want.ring_v[i]) << what << ": ring values of seq " << i;
+        }
+      }
+    }
+  }
 }
 
 // ---- end to end: the same model, init and batches on cpu and cuda; AdamW steps; the loss

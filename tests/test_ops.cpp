@@ -17,6 +17,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "decode_cases.h"
 #include "kernels/backend.h"
 #include "test_util.h"
 
@@ -375,10 +376,41 @@ void add_cached_attention_cases(std::vector<OpCase>& cases) {
   }
 }
 
+// A decode batch over KV rings (decode_attn_forward): outputs and the rings after the call.
+using longctx::testing::DecodeCase;
+using longctx::testing::DecodeData;
+const std::vector<DecodeCase> kDecodeCases = {
+    // SWAT rings (C = w): empty, partly filled, just full, wrapped, wrapped many times
+    {4, 2, 64, 16, {0, 5, 15, 16, 40, 1000}, {16, 16, 16, 16, 16, 16}, Alibi::balanced, 0.0f},
+    // softmax-full growing cache (C < w, positions below C)
+    {2, 2, 32, 1 << 30, {0, 10, 63}, {64, 64, 64}, Alibi::none, 0.0f},
+    // rings larger than the window and of different capacities; GQA 3/1, D 80, bias
+    {3, 1, 80, 7, {3, 100, 39}, {40, 9, 7}, Alibi::neg, -0.5f},
+    {2, 2, 20, 1, {0, 9}, {1, 1}, Alibi::pos, 0.3f},  // w 1: the new token alone
+};
+
+void add_decode_cases(std::vector<OpCase>& cases) {
+  for (const DecodeCase& c : kDecodeCases) {
+    auto data = std::make_shared<DecodeData>(c);
+    for (bool softmax : {false, true})
+      cases.push_back({std::string(softmax ? "decode_softmax_" : "decode_swat_") + c.name(), 2e-5,
+                       false, [=](const Backend& b, float) {
+                         const auto r = longctx::testing::run_decode(b, *data, softmax);
+                         Outs o{{"out", r.out, {}}};
+                         for (int i = 0; i < data->S; i++) {
+                           o.push_back({"ring_k" + std::to_string(i), r.ring_k[i], {}});
+                           o.push_back({"ring_v" + std::to_string(i), r.ring_v[i], {}});
+                         }
+                         return o;
+                       }});
+  }
+}
+
 std::vector<OpCase> all_cases() {
   std::vector<OpCase> cases;
   add_attention_cases(cases);
   add_cached_attention_cases(cases);
+  add_decode_cases(cases);
   add_dense_cases(cases);
   return cases;
 }
@@ -561,6 +593,48 @@ TEST(AttentionCached, EqualsLastRowsOfFullStream) {
         Vec tail(of.end() - (long)oc.size(), of.end());
         EXPECT_LE(max_err(oc, tail), 2e-5) << b->name << (softmax ? " softmax" : " swat") << " T"
                                            << p.T << " Tk" << p.Tk;
+      }
+  }
+}
+
+// decode_attn_forward is one query after its window's keys (DESIGN.md §2.2): sequence i's output
+// equals the last row of swat/softmax_attn_forward over a stream of positions 0..p whose last C
+// entries are its ring's (so the window is min(w, C)), with the new entry at p; afterwards slot
+// p % C of the ring holds the new entry and every other slot is untouched.
+TEST(DecodeAttention, EqualsLastRowOfFullStream) {
+  std::vector<const Backend*> all = backends_under_test();
+  all.push_back(&backend_cpu_ref());
+  for (const DecodeCase& c : kDecodeCases) {
+    const DecodeData d(c);
+    const size_t kvd = d.kvd, qd = size_t(c.H) * c.D;
+    for (const Backend* b : all)
+      for (bool softmax : {false, true}) {
+        const auto r = longctx::testing::run_decode(*b, d, softmax);
+        for (int i = 0; i < d.S; i++) {
+          const int p = c.pos[i], C = c.capacity[i], n = p + 1;
+          const std::string what = std::string(b->name) + (softmax ? " softmax " : " swat ") +
+                                   c.name() + " seq " + std::to_string(i);
+          Vec k = randn(n * kvd, 50), v = randn(n * kvd, 51), q = randn(n * qd, 52);
+          for (int j = std::max(0, p - C + 1); j < p; j++) {
+            std::copy_n(d.ring_k[i].begin() + long((j % C) * kvd), kvd, k.begin() + long(j * kvd));
+            std::copy_n(d.ring_v[i].begin() + long((j % C) * kvd), kvd, v.begin() + long(j * kvd));
+          }
+          std::copy_n(d.k_new.begin() + long(i * kvd), kvd, k.begin() + long(p * kvd));
+          std::copy_n(d.v_new.begin() + long(i * kvd), kvd, v.begin() + long(p * kvd));
+          std::copy_n(d.q.begin() + long(i * qd), qd, q.begin() + long(p * qd));
+          AttnShape s = d.shape(d.slopes.data());
+          s.T = n, s.window = std::min(c.window, C);
+          Vec full(n * qd), lse(size_t(n) * c.H);
+          if (softmax) backend_cpu_ref().softmax_attn_forward(full.data(), lse.data(), q.data(), k.data(), v.data(), s);
+          else backend_cpu_ref().swat_forward(full.data(), q.data(), k.data(), v.data(), s);
+          const Vec want(full.end() - long(qd), full.end()), got(r.out.begin() + long(i * qd), r.out.begin() + long((i + 1) * qd));
+          EXPECT_LE(max_err(got, want), 2e-5) << what;
+          Vec ring_k = d.ring_k[i], ring_v = d.ring_v[i];
+          std::copy_n(d.k_new.begin() + long(i * kvd), kvd, ring_k.begin() + long((p % C) * kvd));
+          std::copy_n(d.v_new.begin() + long(i * kvd), kvd, ring_v.begin() + long((p % C) * kvd));
+          EXPECT_EQ(r.ring_k[i], ring_k) << what << ": ring keys";
+          EXPECT_EQ(r.ring_v[i], ring_v) << what << ": ring values";
+        }
       }
   }
 }

@@ -147,14 +147,18 @@ void Engine::forward(const Segment* segs, int n_segs, float* logits) {
     layer_out_mlp_forward(m_, l, x, mid_.data(), ln_.data(), rstd_.data(), gate_.data(),
                           up_.data(), h_.data(), att_.data(), x, T);
   }
-  for (int i = 0; i < n_segs; i++) {
-    segs[i].cache->n_past += segs[i].n;
-    be.copy(last_.data() + size_t(i) * d, x + size_t(off[i] + segs[i].n - 1) * d,
-            sizeof(float) * d, Copy::within);
+  for (int i = 0; i < n_segs; i++) segs[i].cache->n_past += segs[i].n;
+  // Only the last row of each segment reaches the head (a decode step's rows are just those);
+  // a device sends those n_segs rows back.
+  const float* last = x;
+  if (!decode) {
+    for (int i = 0; i < n_segs; i++)
+      be.copy(last_.data() + size_t(i) * d, x + size_t(off[i] + segs[i].n - 1) * d,
+              sizeof(float) * d, Copy::within);
+    last = last_.data();
   }
-  // Only the last row of each segment reaches the head; a device sends those n_segs rows back.
   float* out = be.device ? logits_.data() : logits;
-  be.rmsnorm_forward(ln_.data(), rstd_.data(), last_.data(), w + P.lnf, n_segs, d, c.rms_norm_eps);
+  be.rmsnorm_forward(ln_.data(), rstd_.data(), last, w + P.lnf, n_segs, d, c.rms_norm_eps);
   be.matmul_forward(out, ln_.data(), w + P.lm_head, n_segs, d, V);
   if (be.device) logits_.download(logits, size_t(n_segs) * V);
 }

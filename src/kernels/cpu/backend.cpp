@@ -95,7 +95,8 @@ void host_stream_wait(Stream, void*) {}
 // decode_attn_forward (backend.h) on a host backend through its own attention ops: per sequence,
 // store the new entry in slot p % C, then attend as one query after the window's entries (Tk),
 // read in place from the ring when they do not wrap past its end, else gathered oldest first
-// into a per-thread copy. Sequences run in parallel (the attention op runs serially inside).
+// into a per-thread copy. Several sequences run in parallel (the attention op serially inside);
+// one runs on the caller's thread (the attention op parallelises inside).
 using SwatForward = void (*)(float*, const float*, const float*, const float*, const AttnShape&);
 using SoftmaxForward = void (*)(float*, float*, const float*, const float*, const float*,
                                 const AttnShape&);
@@ -111,8 +112,7 @@ void host_decode_attn_forward(float* out, const float* q, const float* k_new, co
               "decode_attn_forward: ring {} is invalid (capacity {}, position {})", i,
               rings[i].capacity, rings[i].pos);
   const size_t kvd = size_t(s.Hkv) * s.D, qd = size_t(s.H) * s.D;
-#pragma omp parallel for schedule(dynamic) if (S > 1)
-  for (int i = 0; i < S; i++) {
+  auto decode_one = [&](int i) {
     const KvRing& r = rings[i];
     const int64_t p = r.pos, C = r.capacity;
     std::memcpy(r.k + size_t(p % C) * kvd, k_new + i * kvd, kvd * sizeof(float));
@@ -138,7 +138,13 @@ void host_decode_attn_forward(float* out, const float* q, const float* k_new, co
     } else {
       swat(out + i * qd, q + i * qd, K, V, a);
     }
+  };
+  if (S == 1) {
+    decode_one(0);
+    return;
   }
+#pragma omp parallel for schedule(dynamic)
+  for (int i = 0; i < S; i++) decode_one(i);
 }
 
 }  // namespace
