@@ -6,8 +6,10 @@
 // Misuse (window ≥ chunk, messages out of order) is a clear error.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <memory>
 
 #include "core/error.h"
 #include "core/rng.h"
@@ -123,6 +125,25 @@ TEST(ChunkedSeq, CudaEqualsCpu) {
   }
 }
 
+TEST(ChunkedSeq, HaloStoreIsReusedAcrossSteps) {
+  // A ChunkedStep allocates its halo messages in its first step and reuses them afterwards.
+  const Batch batch = random_batch(1, 64, 97, 6);
+  Model m(small_config(AttnKind::swat), backend_cpu());
+  const TokenBatch b = batch_view(batch);
+  HaloPool pool;
+  ChunkedStats st;
+  const double l1 = chunked_forward_backward(m, b, {16}, 1.0f, nullptr, &st, &pool);
+  const size_t spare = pool.size();
+  EXPECT_GT(spare, 0u);
+  std::vector<const void*> first;
+  for (const HaloMessage& h : pool) first.push_back(h.dev.data());
+  const double l2 = chunked_forward_backward(m, b, {16}, 1.0f, nullptr, &st, &pool);
+  EXPECT_EQ(l1, l2);
+  ASSERT_EQ(pool.size(), spare);  // nothing new allocated: the same buffers came back
+  for (const HaloMessage& h : pool)
+    EXPECT_NE(std::find(first.begin(), first.end(), h.dev.data()), first.end());
+}
+
 TEST(ChunkedSeq, Errors) {
   const Batch batch = random_batch(1, 40, 97, 2);
   Model m(small_config(AttnKind::swat), backend_cpu());
@@ -164,9 +185,8 @@ TEST(ChunkedSeq, TrainerWithChunksFollowsTheWholeRun) {
   const TrainResult whole = train(o);
   o.out_dir = (dir / "chunked").string();
   o.chunk = 40;  // 192 tokens per micro-batch: 5 chunks, cuts inside documents
-  o.forward_backward = [](Model& m, const TokenBatch& b, float dloss) {
-    return chunked_forward_backward(m, b, {40}, dloss, nullptr);
-  };
+  o.forward_backward = [step = std::make_shared<ChunkedStep>(ChunkedOptions{40, true})](
+                           Model& m, const TokenBatch& b, float dloss) { return (*step)(m, b, dloss); };
   const TrainResult chunked = train(o);
   ASSERT_EQ(whole.losses.size(), chunked.losses.size());
   for (size_t i = 0; i < whole.losses.size(); i++)

@@ -74,13 +74,13 @@ nlohmann::json bench_train(const BenchTrainOpts& o) {
   const int64_t n_targets = batch.n_targets();
   std::vector<double> times;
   ChunkedStats chunked;
+  ChunkedStep chunked_step({o.chunk, o.chunk_halo_host});
   for (int s = 0; s < o.warmup + o.steps; s++) {
     be.sync();
     auto t0 = std::chrono::steady_clock::now();
     be.zero(m.grads.data(), m.grads.size());
     if (o.chunk > 0) {
-      chunked_forward_backward(m, b, {o.chunk, o.chunk_halo_host}, 1.0f / float(n_targets), nullptr,
-                               &chunked);
+      chunked_step(m, b, 1.0f / float(n_targets), nullptr, &chunked);
     } else {
       model_forward(m, b, nullptr, 1.0f / float(n_targets));
       model_backward(m, b);

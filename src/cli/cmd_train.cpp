@@ -1,5 +1,6 @@
 // `longctx train`: train a SWAT (or softmax-window) model on prepared token shards.
 #include <cmath>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "cli/bench.h"
@@ -77,10 +78,9 @@ void register_train(CLI::App& app) {
     o->offload = offload_from_flag(*offload, *offload_cost, o->seq, c.hidden_size, o->recompute);
     LCX_CHECK(o->chunk >= 0, "--chunk must be ≥ 0 tokens (0: whole micro-batches), got {}", o->chunk);
     if (o->chunk > 0)
-      o->forward_backward = [co = ChunkedOptions{o->chunk, chunk_halo_on_host(*halo)}](
-                                Model& m, const TokenBatch& b, float dloss) {
-        return chunked_forward_backward(m, b, co, dloss, nullptr);
-      };
+      o->forward_backward = [step = std::make_shared<ChunkedStep>(ChunkedOptions{
+                                 o->chunk, chunk_halo_on_host(*halo)})](
+                                Model& m, const TokenBatch& b, float dloss) { return (*step)(m, b, dloss); };
     if (hdp(*o)) return;
     TrainResult r = train(*o);
     fmt::print("trained {} steps, {:.0f} tokens/s{}\n", r.steps_done, r.tokens_per_s,

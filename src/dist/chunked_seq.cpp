@@ -9,9 +9,15 @@
 
 namespace longctx {
 
-SequentialComm::SequentialComm(const Backend& be, int parts, bool host_store)
-    : be_(be), parts_(parts), host_store_(host_store), finished_(size_t(std::max(parts, 0)), 0) {
+SequentialComm::SequentialComm(const Backend& be, int parts, bool host_store, HaloPool* pool)
+    : be_(be), parts_(parts), host_store_(host_store), finished_(size_t(std::max(parts, 0)), 0),
+      pool_(pool) {
   LCX_CHECK(parts >= 1, "SequentialComm: needs at least one part, got {}", parts);
+}
+
+SequentialComm::~SequentialComm() {
+  if (pool_)
+    for (auto& [key, msg] : box_) pool_->push_back(std::move(msg));
 }
 
 void SequentialComm::set_rank(int part) {
@@ -23,7 +29,14 @@ void SequentialComm::set_rank(int part) {
 void SequentialComm::finish(int part) {
   LCX_CHECK(part >= 0 && part < parts_, "SequentialComm: part {} outside [0, {})", part, parts_);
   finished_[size_t(part)] = 1;
-  std::erase_if(box_, [&](const auto& kv) { return std::get<1>(kv.first) == part; });
+  for (auto it = box_.begin(); it != box_.end();) {
+    if (std::get<1>(it->first) != part) {
+      ++it;
+      continue;
+    }
+    if (pool_) pool_->push_back(std::move(it->second));
+    it = box_.erase(it);
+  }
 }
 
 size_t SequentialComm::mailbox_bytes() const {
@@ -36,12 +49,19 @@ CommRequest SequentialComm::isend(const float* buf, size_t n, int peer, int tag)
   LCX_CHECK(peer >= 0 && peer < parts_ && peer != rank_,
             "SequentialComm: part {} sends to part {} (of {})", rank_, peer, parts_);
   if (!finished_[size_t(peer)]) {
-    Message& m = box_[Key{rank_, peer, tag}];
+    HaloMessage& m = box_[Key{rank_, peer, tag}];
     const size_t bytes = n * sizeof(float);
-    if (m.n != n) {
-      m.n = n;
-      if (host_store_) m.host = {be_.pinned_alloc(bytes), be_.pinned_release};
-      else m.dev = Buffer<float>(be_, n);
+    if (m.n != n) {  // a spare of this size and kind, else a new one
+      auto fits = [&](const HaloMessage& x) { return x.n == n && bool(x.host) == host_store_; };
+      auto spare = pool_ ? std::find_if(pool_->begin(), pool_->end(), fits) : HaloPool::iterator{};
+      if (pool_ && spare != pool_->end()) {
+        m = std::move(*spare);
+        pool_->erase(spare);
+      } else {
+        m.n = n;
+        if (host_store_) m.host = {be_.pinned_alloc(bytes), be_.pinned_release};
+        else m.dev = Buffer<float>(be_, n);
+      }
     }
     if (host_store_) be_.copy(m.host.get(), buf, bytes, Copy::to_host);
     else be_.copy(m.dev.data(), buf, bytes, Copy::within);
@@ -70,7 +90,7 @@ void SequentialComm::wait(CommRequest& r) {
   auto m = box_.find(rv.key);
   LCX_CHECK(m != box_.end(), "SequentialComm: part {} waits for a message part {} has not sent "
             "(tag {}): the parts ran out of order", to, from, tag);
-  const Message& msg = m->second;
+  const HaloMessage& msg = m->second;
   LCX_CHECK(msg.n == rv.n, "SequentialComm: part {} expects {} floats from part {} (tag {}), the "
             "message has {}", to, rv.n, from, tag, msg.n);
   if (host_store_) be_.copy(rv.buf, msg.host.get(), rv.n * sizeof(float), Copy::to_device);
@@ -106,7 +126,8 @@ struct AttentionScope {
 }  // namespace
 
 double chunked_forward_backward(Model& m, const TokenBatch& b, const ChunkedOptions& o,
-                                float dloss, int64_t* n_targets, ChunkedStats* stats) {
+                                float dloss, int64_t* n_targets, ChunkedStats* stats,
+                                HaloPool* pool) {
   const int chunk = o.chunk;
   LCX_CHECK(chunk >= 1, "--chunk must be ≥ 1 token, got {}", chunk);
   LCX_CHECK(b.T >= 1 && b.n_docs >= 1, "chunked forward/backward: empty batch");
@@ -130,7 +151,7 @@ double chunked_forward_backward(Model& m, const TokenBatch& b, const ChunkedOpti
   p.cu_seqlens.assign(b.cu_seqlens, b.cu_seqlens + b.n_docs + 1);
   for (int c = 0; c < n; c++) p.ranks.push_back(c), p.bounds.push_back(int64_t(c) * chunk);
   p.bounds.push_back(b.T);
-  SequentialComm comm(be, n, o.halo_on_host);
+  SequentialComm comm(be, n, o.halo_on_host, pool);
   CpLayerAttention attn(comm, m.config.num_hidden_layers);
   AttentionScope scope(m, &attn);
   // Chunk c as a batch of its own: the stream's rows [b_c, b_c+1) at their global RoPE

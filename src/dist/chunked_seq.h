@@ -33,6 +33,16 @@
 
 namespace longctx {
 
+// One stored message of SequentialComm: n floats in the backend's memory (dev) or in pinned
+// host memory (host). Spare ones (a HaloPool) are reused by size, so a training loop allocates
+// its halo store once rather than every step (pinned allocations cost milliseconds each).
+struct HaloMessage {
+  size_t n = 0;
+  Buffer<float> dev;
+  std::unique_ptr<void, void (*)(void*)> host{nullptr, nullptr};
+};
+using HaloPool = std::vector<HaloMessage>;
+
 // A Comm whose "ranks" are the parts of one placement run sequentially in this process
 // (set_rank picks the running one). isend copies the message into a mailbox at once — in the
 // backend's memory, or with `host_store` in page-locked host memory (a device backend's halo then
@@ -40,11 +50,12 @@ namespace longctx {
 // from the LAST message sent on its (sender, receiver, tag): a part that runs again (pass 2's
 // forward) reads its halo a second time. A receive of a message not yet sent is an Error (the
 // parts ran in a wrong order). finish(part) frees the messages to a part that will not run again
-// and drops later ones to it. Collectives do not exist between the parts of one process: they
-// throw.
+// (into `pool` when given, also at destruction) and drops later ones to it. Collectives do not
+// exist between the parts of one process: they throw.
 class SequentialComm final : public Comm {
  public:
-  SequentialComm(const Backend& be, int parts, bool host_store = false);
+  SequentialComm(const Backend& be, int parts, bool host_store = false, HaloPool* pool = nullptr);
+  ~SequentialComm() override;
   const char* name() const override { return "sequential"; }
   int rank() const override { return rank_; }
   int size() const override { return parts_; }
@@ -69,16 +80,12 @@ class SequentialComm final : public Comm {
     size_t n;
     Key key;
   };
-  struct Message {  // n floats in the backend's memory (dev) or in pinned host memory (host)
-    size_t n = 0;
-    Buffer<float> dev;
-    std::unique_ptr<void, void (*)(void*)> host{nullptr, nullptr};
-  };
   const Backend& be_;
   int parts_, rank_ = 0;
   bool host_store_;
   std::vector<char> finished_;
-  std::map<Key, Message> box_;
+  HaloPool* pool_;
+  std::map<Key, HaloMessage> box_;
   std::map<int64_t, Recv> pending_;
   int64_t next_id_ = 0;
   size_t peak_bytes_ = 0;
@@ -99,6 +106,22 @@ struct ChunkedStats {
   size_t peak_halo_bytes = 0;  // K/V (and dK/dV) halo rows kept between chunks
 };
 double chunked_forward_backward(Model& m, const TokenBatch& b, const ChunkedOptions& o,
-                                float dloss, int64_t* n_targets, ChunkedStats* stats = nullptr);
+                                float dloss, int64_t* n_targets, ChunkedStats* stats = nullptr,
+                                HaloPool* pool = nullptr);
+
+// chunked_forward_backward for a training loop: the options and the halo store's buffers, kept
+// from one step to the next.
+class ChunkedStep {
+ public:
+  explicit ChunkedStep(ChunkedOptions o) : o_(o) {}
+  double operator()(Model& m, const TokenBatch& b, float dloss, int64_t* n_targets = nullptr,
+                    ChunkedStats* stats = nullptr) {
+    return chunked_forward_backward(m, b, o_, dloss, n_targets, stats, &pool_);
+  }
+
+ private:
+  ChunkedOptions o_;
+  HaloPool pool_;
+};
 
 }  // namespace longctx
