@@ -47,8 +47,8 @@ if has chunk; then  # context parallelism over time (dist/chunked_seq.h): the lo
   { for S in ${CHUNK_BASE_S-4096 16384}; do case_ $S 60; done
     for S in ${CHUNK_S-262144 1048576 2097152}; do STEPS=1 case_ $S 150 --chunk 16384; done
     for S in ${CHUNK_RECOMPUTE_S-262144}; do STEPS=1 case_ $S 60 --chunk 65536 --recompute; done
-    for S in ${CHUNK_HOST_S-2097152 4194304}; do  # halo in pinned host memory; first step timed
-      STEPS=1 case_ $S 200 --chunk 16384 --chunk-halo host --warmup 0; done
+    for S in ${CHUNK_HOST_S-2097152 4194304}; do  # halo in pinned host memory
+      STEPS=1 case_ $S 200 --chunk 16384 --chunk-halo host; done
     for S in ${CHUNK_SOFTMAX_S-262144}; do STEPS=1 case_ $S 150 --chunk 16384 --attention softmax; done
   } | tee "$OUT/chunk.jsonl"
 fi
