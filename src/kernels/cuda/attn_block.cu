@@ -22,6 +22,7 @@
 
 #include "kernels/cuda/attn_block.cuh"
 #include "kernels/cuda/ops.h"  // check_launch
+#include "kernels/cuda/warp.cuh"
 
 namespace longctx::cuda {
 
@@ -38,11 +39,6 @@ struct BlockArgs {
   const float* slopes;  // null: no ALiBi
   float scale;
 };
-
-__device__ float warp_sum(float x) {
-  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
-}
 
 // First row of idx[0, n) (ascending) with idx ≥ x (strict = false) or idx > x (strict = true).
 __device__ int search_rows(const int32_t* idx, int n, long long x, bool strict) {

@@ -19,17 +19,13 @@
 #include <cuda_pipeline.h>
 
 #include "kernels/cuda/ops.h"
+#include "kernels/cuda/warp.cuh"
 
 namespace longctx::cuda {
 
 namespace {
 
 constexpr int max_per_lane = 8;  // D ≤ 256
-
-__device__ float warp_sum(float x) {
-  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
-}
 
 // Key index m of query row i and the first key lo of its window W(m).
 __device__ void window_of(const WindowArgs& a, int i, int* m, int* lo) {
@@ -71,11 +67,6 @@ __device__ float logit(const WindowArgs& a, const float* qr, const float* kn, in
 constexpr int qt = 8;           // query rows per warp
 constexpr int kt = 32;          // keys per tile: one per lane when scoring
 constexpr int max_splits = 64;  // key splits of one (query tile, head)
-
-__device__ float warp_max(float x) {
-  for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
-  return x;
-}
 
 // Shared memory of k_forward, in floats (every part 16-byte aligned): two buffers of a K tile
 // [kt][ks] and a V tile [kt][dp], the CTA's queries [warps·qt][dp] (pre-scaled), and each warp's
