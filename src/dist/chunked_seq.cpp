@@ -34,15 +34,10 @@ void SequentialComm::finish(int part) {
       ++it;
       continue;
     }
+    held_bytes_ -= it->second.n * sizeof(float);
     if (pool_) pool_->push_back(std::move(it->second));
     it = box_.erase(it);
   }
-}
-
-size_t SequentialComm::mailbox_bytes() const {
-  size_t n = 0;
-  for (const auto& [key, msg] : box_) n += msg.n * sizeof(float);
-  return n;
 }
 
 CommRequest SequentialComm::isend(const float* buf, size_t n, int peer, int tag) {
@@ -51,12 +46,15 @@ CommRequest SequentialComm::isend(const float* buf, size_t n, int peer, int tag)
   if (!finished_[size_t(peer)]) {
     HaloMessage& m = box_[Key{rank_, peer, tag}];
     const size_t bytes = n * sizeof(float);
-    if (m.n != n) {  // a spare of this size and kind, else a new one
+    if (m.n != n) {  // a spare of this size and kind (searched from the end: O(1) when all
+                     // messages have one size, as a step's halos do), else a new one
+      held_bytes_ += bytes - m.n * sizeof(float);
       auto fits = [&](const HaloMessage& x) { return x.n == n && bool(x.host) == host_store_; };
-      auto spare = pool_ ? std::find_if(pool_->begin(), pool_->end(), fits) : HaloPool::iterator{};
-      if (pool_ && spare != pool_->end()) {
+      auto spare = pool_ ? std::find_if(pool_->rbegin(), pool_->rend(), fits) : HaloPool::reverse_iterator{};
+      if (pool_ && spare != pool_->rend()) {
         m = std::move(*spare);
-        pool_->erase(spare);
+        std::swap(*spare, pool_->back());  // the moved-from spare leaves the pool
+        pool_->pop_back();
       } else {
         m.n = n;
         if (host_store_) m.host = {be_.pinned_alloc(bytes), be_.pinned_release};
@@ -65,7 +63,7 @@ CommRequest SequentialComm::isend(const float* buf, size_t n, int peer, int tag)
     }
     if (host_store_) be_.copy(m.host.get(), buf, bytes, Copy::to_host);
     else be_.copy(m.dev.data(), buf, bytes, Copy::within);
-    peak_bytes_ = std::max(peak_bytes_, mailbox_bytes());
+    peak_bytes_ = std::max(peak_bytes_, held_bytes_);
   }
   stats.bytes_sent += int64_t(n * sizeof(float));
   stats.messages_sent++;

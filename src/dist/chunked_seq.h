@@ -61,7 +61,7 @@ class SequentialComm final : public Comm {
   int size() const override { return parts_; }
   void set_rank(int part);
   void finish(int part);
-  size_t mailbox_bytes() const;  // messages held now
+  size_t mailbox_bytes() const { return held_bytes_; }  // messages held now
   size_t peak_mailbox_bytes() const { return peak_bytes_; }
 
   CommRequest isend(const float* buf, size_t n, int peer, int tag) override;
@@ -88,7 +88,7 @@ class SequentialComm final : public Comm {
   std::map<Key, HaloMessage> box_;
   std::map<int64_t, Recv> pending_;
   int64_t next_id_ = 0;
-  size_t peak_bytes_ = 0;
+  size_t held_bytes_ = 0, peak_bytes_ = 0;
 };
 
 // Forward + backward of the packed stream b (host memory, as model_forward takes it) in chunks
