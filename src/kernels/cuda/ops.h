@@ -18,6 +18,7 @@ void check_launch(const char* what);
 // ops.cu: vector ops and reductions
 void add(float* y, const float* x, size_t n);
 void scale(float* x, size_t n, float a);
+void fill(float* x, size_t n, float value);  // x_i = value (no host sync, unlike a host copy)
 // Σ x_i (squares = false) or Σ x_i² (true) in fp64, fixed order (deterministic).
 // `partial` holds reduce_partials doubles of device scratch.
 constexpr int reduce_partials = 1024;
