@@ -22,6 +22,8 @@ PRE_STEPS=${PRE_STEPS:-600}        # pretraining schedule (PRE_BATCH x PRE_SEQ t
 DEVICE=${DEVICE:-cpu}              # backend of every model step: cpu | cuda
 PRESET=${PRESET:-tiny}             # pretrained model's preset
 WINDOW=${WINDOW:-}                 # its attention window (empty: the preset's)
+ALIBI=${ALIBI:-}                   # its ALiBi: balanced | neg | pos | none (empty: the preset's)
+SIGMOID_BIAS=${SIGMOID_BIAS:-}     # its sigmoid bias b: a number or auto (= −ln w) (empty: the preset's)
 PRE_BATCH=${PRE_BATCH:-4}
 PRE_SEQ=${PRE_SEQ:-1024}
 PRE_LR=${PRE_LR:-2e-3}
@@ -92,6 +94,7 @@ fi
 if [ ! -e "$OUT/pretrain/checkpoint/config.json" ]; then
   log "pretrain $PRESET SWAT (${PRE_MINUTES} min budget)"
   "$BIN" train --data "$OUT/pre" --out "$OUT/pretrain" --preset "$PRESET" ${WINDOW:+--window "$WINDOW"} \
+    ${ALIBI:+--alibi "$ALIBI"} ${SIGMOID_BIAS:+--sigmoid-bias "$SIGMOID_BIAS"} \
     --batch "$PRE_BATCH" --seq "$PRE_SEQ" --steps "$PRE_STEPS" --lr "$PRE_LR" --min-lr "$(awk "BEGIN{print $PRE_LR/10}")" \
     --warmup 50 --eval-every 100 --max-minutes "$PRE_MINUTES" --device "$DEVICE" --quiet
 fi

@@ -329,11 +329,14 @@ bool Scheduler::step() {
   logits_.resize(segs.size() * size_t(V));
   e_.forward(segs.data(), int(segs.size()), logits_.data());
 
+  // Each sequence draws with its own sampler (in parallel: O(V) host work per sequence), then
+  // the tokens are emitted in order.
+  std::vector<int32_t> drawn(running_.size());
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < running_.size(); i++) drawn[i] = running_[i]->sampler.sample(logits_.data() + i * V, V);
   std::vector<std::unique_ptr<Seq>> keep;
-  for (size_t i = 0; i < running_.size(); i++) {
-    Seq& s = *running_[i];
-    if (emit(s, s.sampler.sample(logits_.data() + i * V, V))) keep.push_back(std::move(running_[i]));
-  }
+  for (size_t i = 0; i < running_.size(); i++)
+    if (emit(*running_[i], drawn[i])) keep.push_back(std::move(running_[i]));
   running_ = std::move(keep);
   if (prefill_) {
     prefill_->done += chunk;

@@ -1,6 +1,7 @@
 // Next-token sampling: greedy (temperature 0), temperature, top-k, top-p (nucleus), seeded.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "core/rng.h"
 
@@ -17,8 +18,13 @@ struct Sampler {
   SamplerParams params;
   Rng rng;
   explicit Sampler(const SamplerParams& p) : params(p), rng(p.seed) {}
-  // Draws a token from logits (V); throws Error on invalid parameters.
+  // Draws a token from logits (V); throws Error on invalid parameters. Without a top-k or
+  // top-p cut it is one O(V) pass (no sort: a decode batch samples every sequence each step).
   int32_t sample(const float* logits, int V);
+
+ private:
+  std::vector<int32_t> idx_;  // scratch reused across calls
+  std::vector<double> prob_;
 };
 
 }  // namespace longctx
