@@ -440,6 +440,31 @@ TEST(RepsJudge, PromptsCarryContextAndFormat) {
   EXPECT_NE(j.find("Quill"), std::string::npos);
 }
 
+// The completion prompt is exactly the start of the reading exercise tools/reps_render_docs.py
+// makes of the same question (what the base model was pretrained on), up to the answer.
+TEST(RepsPrompt, CompletionPromptIsTheReadingExercisesPrefix) {
+  TempDir tmp("reps_completion");
+  json e = {{"id", "1hop__x"}, {"question", "Where was Orlan Vesk born?"}, {"answer", "Dravenmoor"},
+            {"paragraphs", {{{"idx", 0}, {"title", "ca01"}, {"paragraph_text", "Orlan Vesk was born in Dravenmoor."},
+                             {"is_supporting", true}},
+                            {{"idx", 1}, {"title", "cb02"}, {"paragraph_text", "It rained \u00e9t\u00e9."},
+                             {"is_supporting", false}}}}};
+  const std::string in = tmp.file("qa.jsonl");
+  std::ofstream(in) << e.dump() << "\n";
+  const std::string cmd = fmt::format("/usr/bin/python3 {}/tools/reps_render_docs.py qa {}", LONGCTX_SOURCE_DIR, in);
+  FILE* p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  ASSERT_EQ(pclose(p), 0) << cmd;
+  const std::string doc = json::parse(out)["text"].get<std::string>();
+  const std::vector<QaExample> ex = qa_read(in, QaFormat::Musique);
+  ASSERT_EQ(ex.size(), 1u);
+  EXPECT_EQ(doc, reps_completion_prompt(ex[0]) + " Dravenmoor");
+  EXPECT_TRUE(reps_completion_prompt(ex[0]).ends_with("\n\nQuestion: Where was Orlan Vesk born?\nAnswer:"));
+}
+
 // ---------------------------------------------------------------- readers
 
 TEST(RepsData, ReadsMusiqueAndLongBench) {

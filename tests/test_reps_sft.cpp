@@ -280,6 +280,15 @@ TEST_F(RepsSft, EvalCommandScoresGreedyGenerations) {
   r = run_cli(fmt::format("eval --data {} --ckpt {} --out {} --max-tokens 6 --chat --no-plot", env->data, env->ckpt, out));
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_EQ(read_file(out + "/generations.jsonl"), gen);
+  // A base model's reading: the plain completion prompt (not with --chat).
+  r = run_cli(fmt::format("eval --data {} --ckpt {} --out {}_completion --max-tokens 4 --completion --no-plot",
+                          env->data, env->ckpt, out));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(qa_predictions_read(out + "_completion/predictions.jsonl").size(), 3u);
+  EXPECT_NE(read_file(out + "_completion/generations.jsonl"), gen);
+  r = run_cli(fmt::format("eval --data {} --ckpt {} --out {}_both --completion --chat", env->data, env->ckpt, out));
+  EXPECT_NE(r.code, 0);  // a CLI11 parse error (its own exit code)
+  EXPECT_NE(r.out.find("excludes"), std::string::npos) << r.out;
   // The plot, where gnuplot is installed.
   if (std::system("command -v gnuplot > /dev/null 2>&1") == 0) {
     r = run_cli(fmt::format("eval --data {} --ckpt {} --out {} --max-tokens 6 --quiet", env->data, env->ckpt, out));

@@ -70,7 +70,7 @@ if [ ! -e "$OUT/pre/train.bin" ]; then
     procs=${READING_PROCS:-1}
     for ((p = 0; p < procs; p++)); do
       "$BIN" reps synth --input "$BROWN" --out "$OUT/reading/$p" --tokenizer "$TOK" --train $((READING_Q / procs)) \
-        --dev 1 --test 1 --test-unseen 1 --lengths "${READING_LENGTHS:-256,512}" --min-hops 1 --max-hops 1 \
+        --dev 1 --test $((p ? 1 : TEST_Q)) --test-unseen $((p ? 1 : TEST_Q)) --lengths "${READING_LENGTHS:-256,512}" --min-hops 1 --max-hops 1 \
         --seed $((11 + p)) --quiet &
     done
     wait
@@ -101,11 +101,13 @@ fi
 PRE=$OUT/pretrain/checkpoint
 QA=$OUT/qa
 EVAL_SPLITS=${EVAL_SPLITS:-test test_unseen}
-evaluate() {  # evaluate NAME CKPT
+evaluate() {  # evaluate NAME CKPT [PROMPT_FLAG [DATA_DIR]]: SFT'd models --chat, the base model --completion
+  local flag=${3:---chat} data=${4:-$QA}
   for split in $EVAL_SPLITS; do
     [ -e "$OUT/eval/$1/$split/metrics.json" ] && continue
+    [ -e "$data/$split.jsonl" ] || continue
     log "eval $1 on $split"
-    "$BIN" eval --data "$QA/$split.jsonl" --ckpt "$2" --out "$OUT/eval/$1/$split" --chat --max-tokens "$MAX_NEW" \
+    "$BIN" eval --data "$data/$split.jsonl" --ckpt "$2" --out "$OUT/eval/$1/$split" "$flag" --max-tokens "$MAX_NEW" \
       --device "$DEVICE" --max-batch "$MAX_BATCH" --title "$1 on $split" --quiet ${EVAL_FLAGS:-}
   done
 }
@@ -122,7 +124,10 @@ if arm outcome; then
   fi
   evaluate outcome "$OUT/outcome/checkpoint"
 fi
-arm pretrained && evaluate pretrained "$PRE"
+if arm pretrained; then  # the base model reads with the plain prompt: the multi-hop splits, and
+  evaluate pretrained "$PRE" --completion  # held-out single-hop exercises when it was taught them
+  if [ "$READING_Q" -gt 0 ]; then evaluate pretrained_reading "$PRE" --completion "$OUT/reading/0"; fi
+fi
 arm reps || exit 0
 
 # ---- (b) LongRePS

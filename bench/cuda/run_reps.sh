@@ -48,7 +48,7 @@ if has pretrain; then
   ARMS=none bash tools/reps_experiment.sh "$run" 2>&1 | tee "$OUT/pretrain.log"
 fi
 if has arms; then
-  ARMS=outcome bash tools/reps_experiment.sh "$run" > "$OUT/outcome.log" 2>&1 &
+  ARMS="outcome pretrained" bash tools/reps_experiment.sh "$run" > "$OUT/outcome.log" 2>&1 &
   ARMS=reps bash tools/reps_experiment.sh "$run" 2>&1 | tee "$OUT/reps.log"
   wait
   cat "$OUT/outcome.log"

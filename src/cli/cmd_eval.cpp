@@ -82,6 +82,10 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--limit", a->limit, "Only the first N questions (0 = all)")->capture_default_str();
   cmd->add_option("--title", a->title, "Plot title (default: the data file)");
   cmd->add_flag("--chat", a->o.chat, "Wrap the prompt in longctx serve's chat template (models fine-tuned by reps sft)");
+  cmd->add_flag("--completion", a->o.completion,
+                "Plain reading prompt (passages, then 'Question: ...\\nAnswer:'; the answer is the reply's first "
+                "line): a base model's reading, before any SFT")
+      ->excludes("--chat");
   cmd->add_flag("--no-plot", a->no_plot, "Skip the PNG (no gnuplot needed)");
   cmd->add_flag("--quiet", a->o.quiet, "Print nothing but errors");
   cmd->callback([a] {

@@ -20,6 +20,10 @@ std::string reps_sample_prompt(const QaExample& ex, int max_quotes) {
       qa_context(ex), ex.question, max_quotes);
 }
 
+std::string reps_completion_prompt(const QaExample& ex) {
+  return fmt::format("{}\n\nQuestion: {}\nAnswer:", qa_context(ex), ex.question);
+}
+
 std::string reps_chat_prompt(const std::string& user) {
   const ServerOptions chat;  // the template `longctx serve` renders /v1/chat/completions with
   return chat_render_message(chat, "user", user) + chat.assistant_prefix;

@@ -12,6 +12,10 @@ namespace longctx {
 // (at most `max_quotes`), the answer as a short span.
 std::string reps_sample_prompt(const QaExample& ex, int max_quotes = 10);
 
+// A base model's reading prompt: the passages, then "Question: q\nAnswer:" — the form of the
+// reading exercises in tools/reps_render_docs.py (qa mode), for `longctx eval --completion`.
+std::string reps_completion_prompt(const QaExample& ex);
+
 // One user turn in the chat template of `longctx serve` (ServerOptions::message_template and
 // assistant_prefix): "user: <text>\nassistant:". The assistant's reply follows directly; SFT
 // trains on exactly this text and `reps sample --chat` / `longctx eval --chat` prompt with it.

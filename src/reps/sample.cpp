@@ -341,8 +341,10 @@ SampleReport sample_run(const std::vector<QaExample>& examples, const std::set<s
       }
       int e = p;
       while (e < opt.n && !idx.done.count({ex.id, e})) e++;
-      if (prompt.empty()) prompt = opt.chat ? reps_chat_prompt(reps_sample_prompt(ex, opt.max_quotes))
-                                            : reps_sample_prompt(ex, opt.max_quotes);
+      if (prompt.empty())
+        prompt = opt.completion ? reps_completion_prompt(ex)
+                 : opt.chat     ? reps_chat_prompt(reps_sample_prompt(ex, opt.max_quotes))
+                                : reps_sample_prompt(ex, opt.max_quotes);
       jobs.push_back({&ex, prompt, p, e - p});
       p = e;
     }

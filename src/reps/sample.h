@@ -31,6 +31,7 @@ struct SampleOptions {
   int fsync_every = 64;      // records between fsyncs
   bool quiet = false;        // no progress bar, no messages
   bool chat = false;         // wrap the prompt in longctx serve's chat template (reps_chat_prompt)
+  bool completion = false;   // instead, the plain reading prompt (reps_completion_prompt)
 };
 
 // Appends records to a JSONL file: one write(2) per record (the whole line), fsync every
