@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Outcome supervision vs LongRePS at 2-core-CPU scale (issue 9, DESIGN.md §4):
+# Outcome supervision vs LongRePS (issue 9, DESIGN.md §4); the defaults are the 2-core-CPU scale:
 #   0. BPE tokenizer on Brown; `reps synth` multi-hop QA with LENGTHS-token contexts
-#   1. pretrain a PRESET SWAT model on Brown + the synthetic training documents
+#   1. pretrain a PRESET SWAT model on Brown + the synthetic training documents (+ READING_Q
+#      single-hop reading exercises); the base model is evaluated with `eval --completion`
 #   (a) outcome SFT: question → answer, S steps
 #   (b) LongRePS: warm-up on template reasoning paths built from the generator's supporting facts
 #       (a disjoint part of train), self-sample N paths on the rest, filter, self-judge, SFT on
@@ -9,7 +10,7 @@
 #   eval of every model on test and test_unseen with `longctx eval` (greedy).
 # Every step is skipped when its output exists, so a rerun continues. Knobs: env variables below.
 # Usage: bash tools/reps_experiment.sh [OUT]    (default run/reps_experiment)
-# GPU: DEVICE=cuda runs every model step (train, sft, sample, judge, eval) on the cuda backend;
+# GPU: DEVICE=cuda runs every model step (train, sft, sample, judge, eval) on the cuda backend.
 # Every step but the final summary (jq, gnuplot) needs only the binary and python3, so a whole run
 # can happen on the GPU machine (bench/cuda/run_reps.sh).
 set -euo pipefail
@@ -37,7 +38,7 @@ TEST_Q=${TEST_Q:-100}              # per test split
 WARM_Q=${WARM_Q:-300}              # (b): first WARM_Q train questions give template paths
 SAMPLE_Q=${SAMPLE_Q:-150}          # (b): questions after them that are self-sampled
 N=${N:-8}                          # paths per question
-S=${S:-240}                        # SFT optimizer steps of each arm (4 examples a step)
+S=${S:-240}                        # SFT optimizer steps of each arm (SFT_BATCH examples a step)
 WARM_STEPS=${WARM_STEPS:-120}      # (b) stage 1; stage 2 gets S - WARM_STEPS
 LR=${LR:-3e-4}                     # constant lr (paper: 1e-5 then 5e-6 for 8B; scaled up for tiny)
 MAX_NEW=${MAX_NEW:-160}            # new tokens when sampling and evaluating
