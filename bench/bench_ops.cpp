@@ -13,6 +13,7 @@
 
 #include "core/memstat.h"
 #include "core/rng.h"
+#include "infer/sampler.h"
 #include "kernels/backend.h"
 
 using namespace longctx;
@@ -97,6 +98,18 @@ void BM_lm_head_xent(benchmark::State& st) {
   st.counters["GFLOPs"] = benchmark::Counter(8.0 * T * C * V * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_lm_head_xent)->Args({1024, 256, 8192})->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// One token drawn from V logits at temperature 0.7 (a decode step samples every sequence this
+// way): top_p 1 takes the O(V) path, top_p < 1 sorts the vocabulary (what every draw did before
+// 2026-11-26). args: V, top_p × 100
+void BM_sample(benchmark::State& st) {
+  const int V = (int)st.range(0);
+  std::vector<float> logits = randn((size_t)V, 3);
+  for (float& x : logits) x *= 3.0f;
+  Sampler s({0.7f, 0, float(st.range(1)) / 100.0f, 1});
+  for (auto _ : st) benchmark::DoNotOptimize(s.sample(logits.data(), V));
+}
+BENCHMARK(BM_sample)->ArgsProduct({{8192, 32000}, {100, 99}})->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 

@@ -2,6 +2,7 @@
 // top-k / top-p cut, on the O(V) path (no cut) and the sorted path alike; greedy is argmax.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -51,6 +52,28 @@ TEST(Sampler, TopPKeepsTheSmallestNucleus) {
   // softmax at T 1: 3.0 → 0.46, 2.5 → 0.28, 2.0 → 0.17 (cumulative 0.90 ≥ 0.8), then 0.06, ...
   expect_close(frequencies({1.0f, 0, 0.8f, 7}, logits),
                expected(logits, 1.0f, {false, true, false, true, false, true}));
+}
+
+// One large logit and a flat tail each below the first cut (weight e^−10 < 1e-4) but holding 8 %
+// of the mass: the nucleus (top_p 0.99) must reach into the tail, so the sampler widens its cut.
+TEST(Sampler, TopPReachesIntoAFlatTail) {
+  const int tail = 2000;
+  std::vector<float> lg(tail + 1, -10.0f);
+  lg[0] = 0.0f;
+  const double e = std::exp(-10.0), total = 1.0 + tail * e;
+  const int m = int(std::ceil((0.99 * total - 1.0) / e));  // tail tokens in the nucleus
+  Sampler s({1.0f, 0, 0.99f, 11});
+  int top = 0;
+  std::vector<bool> seen(lg.size(), false);
+  const int n = 10000;
+  for (int i = 0; i < n; i++) {
+    const int32_t t = s.sample(lg.data(), int(lg.size()));
+    top += t == 0;
+    seen[size_t(t)] = true;
+  }
+  EXPECT_NEAR(double(top) / n, 1.0 / (1.0 + m * e), 0.012);  // 0.926
+  EXPECT_LE(std::count(seen.begin() + 1, seen.end(), true), m);
+  EXPECT_GT(n - top, 400);  // the tail is drawn (~740 times)
 }
 
 TEST(Sampler, GreedyIsArgmaxAndSeedsRepeat) {

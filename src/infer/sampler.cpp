@@ -16,45 +16,56 @@ int32_t Sampler::sample(const float* logits, int V) {
   LCX_CHECK(p.top_k >= 0, "top_k must be ≥ 0, got {}", p.top_k);
   if (p.temperature == 0.0f) return int32_t(std::max_element(logits, logits + V) - logits);
   const int k = (p.top_k > 0 && p.top_k < V) ? p.top_k : V;
-  std::vector<double>& prob = prob_;
-  prob.resize(size_t(V));
-  if (k == V && p.top_p >= 1.0f) {  // no cut: softmax at temperature over all V, in id order
+  // w[token] = exp((logit − max) / T): the softmax at temperature, unnormalised
+  std::vector<double>& w = prob_;
+  w.resize(size_t(V));
+  std::vector<int32_t>& idx = idx_;  // the candidates, largest logit first
+  double total = 0.0;                // Σ w over the candidates
+  auto weigh = [&](int32_t i, double mx) { return w[size_t(i)] = std::exp((logits[i] - mx) / p.temperature); };
+  if (k == V) {
     const double mx = *std::max_element(logits, logits + V);
-    double total = 0.0;
-    for (int i = 0; i < V; i++) total += prob[size_t(i)] = std::exp((logits[i] - mx) / p.temperature);
-    double u = double(rng.uniform()) * total;
-    for (int i = 0; i < V; i++)
-      if ((u -= prob[size_t(i)]) < 0.0) return i;
-    return V - 1;
+    for (int i = 0; i < V; i++) total += weigh(i, mx);
+    if (p.top_p >= 1.0f) {  // no cut: one O(V) draw in id order
+      double u = double(rng.uniform()) * total;
+      for (int i = 0; i < V; i++)
+        if ((u -= w[size_t(i)]) < 0.0) return i;
+      return V - 1;
+    }
+    // The nucleus lies within any set of the largest tokens that holds top_p of the mass: sort
+    // only the tokens of weight ≥ cut for the largest cut whose set does (cut 0: all of them).
+    for (double cut : {1e-4, 1e-8, 1e-16, 0.0}) {
+      idx.clear();
+      double held = 0.0;
+      for (int i = 0; i < V; i++)
+        if (w[size_t(i)] >= cut) idx.push_back(i), held += w[size_t(i)];
+      if (held >= p.top_p * total) break;
+    }
+    std::sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+  } else {  // top-k: the k largest, sorted
+    idx.resize(size_t(V));
+    std::iota(idx.begin(), idx.end(), 0);
+    std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
+                      [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+    idx.resize(size_t(k));
+    const double mx = logits[idx[0]];
+    for (int32_t i : idx) total += weigh(i, mx);
   }
-  // Candidates sorted by logit, cut to top-k.
-  std::vector<int32_t>& idx = idx_;
-  idx.resize(size_t(V));
-  std::iota(idx.begin(), idx.end(), 0);
-  auto by_logit = [&](int32_t a, int32_t b) { return logits[a] > logits[b]; };
-  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), by_logit);
-  // Softmax at temperature over the candidates.
-  const double mx = logits[idx[0]];
-  double sum = 0.0;
-  for (int i = 0; i < k; i++) sum += prob[size_t(i)] = std::exp((logits[idx[size_t(i)]] - mx) / p.temperature);
-  for (int i = 0; i < k; i++) prob[size_t(i)] /= sum;
-  // Nucleus: smallest prefix with mass ≥ top_p.
-  int n = k;
+  // Nucleus: the smallest prefix of the candidates with mass ≥ top_p; draw within it.
+  size_t n = idx.size();
   if (p.top_p < 1.0f) {
     double mass = 0.0;
-    for (int i = 0; i < k; i++) {
-      mass += prob[size_t(i)];
-      if (mass >= p.top_p) { n = i + 1; break; }
-    }
+    for (size_t i = 0; i < idx.size(); i++)
+      if ((mass += w[size_t(idx[i])]) >= p.top_p * total) {
+        n = i + 1;
+        break;
+      }
   }
-  double total = 0.0;
-  for (int i = 0; i < n; i++) total += prob[size_t(i)];
-  double u = double(rng.uniform()) * total;
-  for (int i = 0; i < n; i++) {
-    u -= prob[size_t(i)];
-    if (u < 0.0) return idx[size_t(i)];
-  }
-  return idx[size_t(n) - 1];
+  double kept = 0.0;
+  for (size_t i = 0; i < n; i++) kept += w[size_t(idx[i])];
+  double u = double(rng.uniform()) * kept;
+  for (size_t i = 0; i < n; i++)
+    if ((u -= w[size_t(idx[i])]) < 0.0) return idx[i];
+  return idx[n - 1];
 }
 
 }  // namespace longctx

@@ -18,8 +18,9 @@ struct Sampler {
   SamplerParams params;
   Rng rng;
   explicit Sampler(const SamplerParams& p) : params(p), rng(p.seed) {}
-  // Draws a token from logits (V); throws Error on invalid parameters. Without a top-k or
-  // top-p cut it is one O(V) pass (no sort: a decode batch samples every sequence each step).
+  // Draws a token from logits (V); throws Error on invalid parameters. Without a top-k cut it is
+  // O(V) plus a sort of the few tokens near the top for top-p (a decode batch samples every
+  // sequence each step); top-k sorts k.
   int32_t sample(const float* logits, int V);
 
  private:
