@@ -31,6 +31,8 @@ PRE_SEQ=${PRE_SEQ:-1024}
 PRE_LR=${PRE_LR:-2e-3}
 LENGTHS=${LENGTHS:-512,1K}         # context lengths of the synthetic questions
 READING_Q=${READING_Q:-0}          # single-hop reading exercises in the pretraining documents
+READING_PROCS=${READING_PROCS:-1}  # `reps synth` processes making them (seeds 11, 12, ...)
+READING_LENGTHS=${READING_LENGTHS:-256,512}  # their context lengths
 SFT_BATCH=${SFT_BATCH:-4}          # examples per SFT optimizer step
 MAX_BATCH=${MAX_BATCH:-32}         # sequences the engine decodes together (sample, judge, eval)
 TRAIN_Q=${TRAIN_Q:-600}            # synthetic training questions
@@ -57,6 +59,8 @@ if [ ! -e "$OUT/qa/stats.json" ]; then
   "$BIN" reps synth --input "$BROWN" --out "$OUT/qa" --tokenizer "$TOK" --train "$TRAIN_Q" --dev 50 \
     --test "$TEST_Q" --test-unseen "$TEST_Q" --lengths "$LENGTHS" --min-hops 2 --max-hops 3 --seed 1 --quiet
 fi
+# A run dir made elsewhere may carry train.jsonl compressed (64 MiB carry limit of the device).
+[ -e "$OUT/qa/train.jsonl" ] || gunzip -k "$OUT/qa/train.jsonl.gz"
 # Pretraining documents: Brown + the training contexts (as qa_context renders them).
 # With READING_Q > 0 also single-hop reading exercises (own entities, seeds 11..): a context, its
 # question and answer as plain text, so the base model learns to read a fact out of a context
@@ -65,14 +69,12 @@ fi
 render_docs() { python3 tools/reps_render_docs.py "$@"; }  # MODE QA_JSONL... > DOCS_JSONL
 if [ ! -e "$OUT/pre/train.bin" ]; then
   log "pretraining data"
-  [ -e "$OUT/qa/train.jsonl" ] || gunzip -k "$OUT/qa/train.jsonl.gz"
   render_docs docs "$OUT/qa/train.jsonl" > "$OUT/synth_docs.jsonl"
   docs=("$OUT/synth_docs.jsonl")
-  if [ "${READING_Q:-0}" -gt 0 ]; then
-    procs=${READING_PROCS:-1}
-    for ((p = 0; p < procs; p++)); do
-      "$BIN" reps synth --input "$BROWN" --out "$OUT/reading/$p" --tokenizer "$TOK" --train $((READING_Q / procs)) \
-        --dev 1 --test $((p ? 1 : TEST_Q)) --test-unseen $((p ? 1 : TEST_Q)) --lengths "${READING_LENGTHS:-256,512}" --min-hops 1 --max-hops 1 \
+  if [ "$READING_Q" -gt 0 ]; then
+    for ((p = 0; p < READING_PROCS; p++)); do
+      "$BIN" reps synth --input "$BROWN" --out "$OUT/reading/$p" --tokenizer "$TOK" --train $((READING_Q / READING_PROCS)) \
+        --dev 1 --test $((p ? 1 : TEST_Q)) --test-unseen $((p ? 1 : TEST_Q)) --lengths "$READING_LENGTHS" --min-hops 1 --max-hops 1 \
         --seed $((11 + p)) --quiet &
     done
     wait

