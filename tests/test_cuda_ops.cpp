@@ -7,8 +7,9 @@
 // so a wrong += shows):
 //   fp32 pointwise/row ops 1e-5 (atomics reorder sums: 1e-4);
 //   GEMM-based ops (matmul, lm_head_xent) 1e-2: inputs rounded to bf16 (2^-9 relative) inside
-//   cuBLASLt, fp32 accumulation; SWAT attention at D 64/128 (bf16 wgmma kernel, bf16 outputs and
-//   gradients) 2e-2; the fp32 window kernel (other D, softmax, Tk > T) 1e-4;
+//   cuBLASLt, fp32 accumulation; SWAT attention and the softmax backward at D 64/128 (bf16 wgmma
+//   kernel, bf16 outputs and gradients) 2e-2; the fp32 window kernel (other D, the softmax
+//   forward, Tk > T) 1e-4;
 //   training loss curve: 2e-2 relative per step.
 #include <gtest/gtest.h>
 
@@ -125,8 +126,39 @@ TEST(CudaOps, Matmul) {
   Arrays g{{randn(size_t(T) * C, 3), randn(size_t(OC) * C, 4), randn(size_t(T) * OC, 5), randn(size_t(T) * C, 1),
             randn(size_t(OC) * C, 2)}, {}};
   expect_all_le(compare(g, [&](const Backend& b, auto& f, auto&) {
-                  b.matmul_backward(f[0], f[1], f[2], f[3], f[4], T, C, OC);
+                  b.matmul_backward(f[0], f[1], f[2], f[3], f[4], T, C, OC, Grad::add);
                 }), 1e-2, "matmul_backward");
+  g.f[0] = Vec(size_t(T) * C, NAN);  // Grad::write: dinp's old contents are never read
+  expect_all_le(compare(g, [&](const Backend& b, auto& f, auto&) {
+                  b.matmul_backward(f[0], f[1], f[2], f[3], f[4], T, C, OC, Grad::write);
+                }), 1e-2, "matmul_backward (write)");
+}
+
+// q/k/v-like projections of one input (GQA widths): forward, then backward adding into dinp
+// or writing it (NaN before), one weight gradient not asked for.
+TEST(CudaOps, MatmulGroup) {
+  SKIP_WITHOUT_GPU();
+  const int T = 67, C = 96, G = 3, OC[G] = {128, 32, 32};
+  Arrays a{{Vec(size_t(T) * OC[0], NAN), Vec(size_t(T) * OC[1], NAN), Vec(size_t(T) * OC[2], NAN),
+            randn(size_t(T) * C, 1), randn(size_t(OC[0]) * C, 2), randn(size_t(OC[1]) * C, 3),
+            randn(size_t(OC[2]) * C, 4)}, {}};
+  expect_all_le(compare(a, [&](const Backend& b, auto& f, auto&) {
+                  float* const out[] = {f[0], f[1], f[2]};
+                  const float* const w[] = {f[4], f[5], f[6]};
+                  b.matmul_forward_group(out, f[3], w, T, C, OC, G);
+                }), 1e-2, "matmul_forward_group");
+  for (Grad mode : {Grad::add, Grad::write}) {
+    Arrays g{{mode == Grad::add ? randn(size_t(T) * C, 5) : Vec(size_t(T) * C, NAN),
+              randn(size_t(OC[0]) * C, 6), randn(size_t(OC[1]) * C, 7), randn(size_t(OC[2]) * C, 8),
+              randn(size_t(T) * OC[0], 9), randn(size_t(T) * OC[1], 10), randn(size_t(T) * OC[2], 11),
+              a.f[3], a.f[4], a.f[5], a.f[6]}, {}};
+    expect_all_le(compare(g, [&](const Backend& b, auto& f, auto&) {
+                    float* const dw[] = {f[1], nullptr, f[3]};
+                    const float* const dout[] = {f[4], f[5], f[6]};
+                    const float* const w[] = {f[8], f[9], f[10]};
+                    b.matmul_backward_group(f[0], dw, dout, f[7], w, T, C, OC, G, mode);
+                  }), 1e-2, mode == Grad::add ? "matmul_backward_group" : "matmul_backward_group (write)");
+  }
 }
 
 TEST(CudaOps, EmbeddingRmsnormRopeSwiglu) {
@@ -154,8 +186,13 @@ TEST(CudaOps, EmbeddingRmsnormRopeSwiglu) {
             randn(size_t(T) * C, 4), randn(size_t(T) * C, 5)}, {}};
   expect_all_le(compare(s, [&](const Backend& b, auto& f, auto&) {
                   b.swiglu_forward(f[0], f[1], f[2], T, C);
-                  b.swiglu_backward(f[3], f[4], f[5], f[1], f[2], T, C);
+                  b.swiglu_backward(f[3], f[4], f[5], f[1], f[2], T, C, Grad::add);
                 }), 1e-5, "swiglu");
+  s.f[0] = randn(size_t(T) * C, 6);             // (h: not an output of this call)
+  s.f[3] = s.f[4] = Vec(size_t(T) * C, NAN);  // Grad::write: never read
+  expect_all_le(compare(s, [&](const Backend& b, auto& f, auto&) {
+                  b.swiglu_backward(f[3], f[4], f[5], f[1], f[2], T, C, Grad::write);
+                }), 1e-5, "swiglu (write)");
 }
 
 // dx / dweight may be null (not written); T beyond one token block of the cuda backend (8192)
@@ -204,8 +241,9 @@ void check_attention(const AttnCase& c, bool softmax) {
   const size_t nq = size_t(c.T) * c.H * c.D, nk = size_t(Tk) * c.Hkv * c.D, nl = size_t(c.T) * c.H;
   Vec slopes(c.H);
   alibi_slopes(slopes.data(), c.alibi, c.H);
-  const bool wgmma = !softmax && (c.D == 64 || c.D == 128) && c.Tk <= c.T;
-  const double tol = wgmma ? 2e-2 : 1e-4;
+  // the wgmma kernel: SWAT forward and backward, softmax backward (its forward is fp32)
+  const bool wgmma = (c.D == 64 || c.D == 128) && c.Tk <= c.T;
+  const double tol_fwd = wgmma && !softmax ? 2e-2 : 1e-4, tol_bwd = wgmma ? 2e-2 : 1e-4;
   // f: q k v out lse dout dq dk dv slopes; i: cu_seqlens
   Arrays a{{randn(nq, 1), randn(nk, 2), randn(nk, 3), Vec(nq, NAN), Vec(nl, NAN), randn(nq, 4),
             randn(nq, 5, 0.1f), randn(nk, 6, 0.1f), randn(nk, 7, 0.1f), slopes},
@@ -224,7 +262,9 @@ void check_attention(const AttnCase& c, bool softmax) {
   std::vector<double> err = compare(a, op);
   if (!softmax) err[4] = 0;  // lse: softmax only
   if (c.Tk > c.T) err[6] = err[7] = err[8] = 0;
-  expect_all_le(err, tol, name);
+  const std::vector<double> fwd(err.begin(), err.begin() + 6), bwd(err.begin() + 6, err.end());
+  expect_all_le(fwd, tol_fwd, name);
+  expect_all_le(bwd, tol_bwd, name + " backward (arrays dq dk dv slopes)");
 }
 
 const std::vector<AttnCase>& attn_cases() {
@@ -237,6 +277,9 @@ const std::vector<AttnCase>& attn_cases() {
       {257, 2, 2, 64, 256, {}, A::balanced, 0.3f},               // w 256
       {530, 8, 2, 64, 1024, {0, 50, 51, 530}, A::balanced, 0.0f}, // GQA 8/2, w ≥ T, 1-token doc
       {130, 4, 2, 128, INT32_MAX, {}, A::pos, -0.5f},             // "infinite" window
+      {400, 4, 2, 128, 1, {0, 100, 400}, A::neg, 0.0f},           // D 128, w 1, docs, GQA
+      {700, 4, 1, 128, 256, {0, 300, 301, 700}, A::balanced, 0.0f}, // D 128, w 256, GQA 4/1
+      {1100, 4, 2, 64, 63, {0, 10, 600, 1100}, A::neg, 0.0f},     // many key tiles, docs
       {150, 2, 2, 48, 40, {0, 70, 150}, A::pos, 0.0f},            // D 48: window kernel
       {90, 3, 1, 32, 30, {}, A::neg, 0.2f},                       // D 32, GQA 3/1
       {40, 2, 2, 64, 16, {}, A::balanced, 0.0f, 100},             // Tk > T (after a KV cache)

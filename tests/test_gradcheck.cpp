@@ -56,7 +56,7 @@ TEST(Gradcheck, Matmul) {
     return dot(out, R);
   };
   Vd dx(T * C), dw(OC * C);
-  ref::matmul_backward(dx.data(), dw.data(), R.data(), x.data(), w.data(), T, C, OC);
+  ref::matmul_backward(dx.data(), dw.data(), R.data(), x.data(), w.data(), T, C, OC, Grad::add);
   check_direction("matmul dinp", x, dx, loss, 10);
   check_direction("matmul dweight", w, dw, loss, 11);
 }
@@ -110,7 +110,7 @@ TEST(Gradcheck, SwiGLU) {
     return dot(h, R);
   };
   Vd dg(T * F), du(T * F);
-  ref::swiglu_backward(dg.data(), du.data(), R.data(), g.data(), u.data(), T, F);
+  ref::swiglu_backward(dg.data(), du.data(), R.data(), g.data(), u.data(), T, F, Grad::add);
   check_direction("swiglu dgate", g, dg, loss, 10);
   check_direction("swiglu dup", u, du, loss, 11);
 }

@@ -3,7 +3,8 @@
 // - inputs are random (never zeros), forward outputs are poisoned with NaN before the call, so an
 //   element a backend forgets to write fails the comparison;
 // - gradients are pre-filled with random values, so a backend that overwrites instead of
-//   accumulating (+=) fails; and each backend's (prefilled − fill) must equal its zero-filled run.
+//   accumulating (+=) fails; and each backend's (prefilled − fill) must equal its zero-filled run;
+//   gradients an op writes (Grad::write) are pre-filled with NaN: a backend that reads them fails.
 // Adding an op = adding its cases to all_cases(). Error = max|x − x_ref| / max(1, max|x_ref|).
 #include <gtest/gtest.h>
 
@@ -30,6 +31,13 @@ using Vec = std::vector<float>;
 Vec randn(size_t n, uint64_t seed, float scale = 1) { return longctx::testing::randn<float>(n, seed, scale); }
 
 Vec nans(size_t n) { return Vec(n, NAN); }
+
+// An activation gradient before a backward op: fill × random for Grad::add (the += contract is
+// checked), NaN for Grad::write (a backend that reads the buffer instead of writing it fails).
+Vec grad_buffer(Grad mode, size_t n, uint64_t seed, float fill) {
+  return mode == Grad::add ? randn(n, seed, fill) : nans(n);
+}
+std::string grad_name(Grad mode) { return mode == Grad::add ? "" : "write_"; }
 
 // One named output of an op run; `fill` is what the buffer held before the call (gradients).
 struct Out {
@@ -181,14 +189,65 @@ void add_dense_cases(std::vector<OpCase>& cases) {
                        b.matmul_forward(o[0].data.data(), x->data(), w->data(), T, C, OC);
                        return o;
                      }});
-    cases.push_back({"matmul_bwd_" + n, 1e-5, true, [=](const Backend& b, float fill) {
-                       Outs o{{"dinp", randn((size_t)T * C, 24, fill), {}},
-                              {"dweight", randn((size_t)OC * C, 25, fill), {}}};
-                       for (auto& y : o) y.fill = y.data;
-                       b.matmul_backward(o[0].data.data(), o[1].data.data(), dy->data(),
-                                         x->data(), w->data(), T, C, OC);
+    for (Grad mode : {Grad::add, Grad::write})
+      cases.push_back({"matmul_bwd_" + grad_name(mode) + n, 1e-5, true,
+                       [=](const Backend& b, float fill) {
+                         Outs o{{"dinp", grad_buffer(mode, (size_t)T * C, 24, fill), {}},
+                                {"dweight", randn((size_t)OC * C, 25, fill), {}}};
+                         if (mode == Grad::add) o[0].fill = o[0].data;
+                         o[1].fill = o[1].data;
+                         b.matmul_backward(o[0].data.data(), o[1].data.data(), dy->data(),
+                                           x->data(), w->data(), T, C, OC, mode);
+                         return o;
+                       }});
+  }
+
+  // Projections of one input (q/k/v with GQA widths, gate/up, a single one).
+  for (const auto& shape : std::vector<std::pair<std::array<int, 2>, std::vector<int>>>{
+           {{1, 1}, {1}}, {{7, 13}, {5, 3, 3}}, {{33, 64}, {96, 32, 32}}, {{20, 48}, {70, 70}}}) {
+    const int T = shape.first[0], C = shape.first[1], G = (int)shape.second.size();
+    const std::vector<int> OC = shape.second;
+    const std::string n = dims({T, C}) + "_G" + std::to_string(G);
+    auto x = std::make_shared<Vec>(randn((size_t)T * C, 26));
+    std::vector<Vec> w, dy;
+    for (int g = 0; g < G; g++) {
+      w.push_back(randn((size_t)OC[g] * C, 27 + g));
+      dy.push_back(randn((size_t)T * OC[g], 37 + g));
+    }
+    auto ws = std::make_shared<std::vector<Vec>>(w);
+    auto dys = std::make_shared<std::vector<Vec>>(dy);
+    cases.push_back({"matmul_fwd_group_" + n, 1e-5, false, [=](const Backend& b, float) {
+                       Outs o;
+                       std::vector<float*> out;
+                       std::vector<const float*> wp;
+                       for (int g = 0; g < G; g++)
+                         o.push_back({"out" + std::to_string(g), nans((size_t)T * OC[g]), {}});
+                       for (int g = 0; g < G; g++)
+                         out.push_back(o[g].data.data()), wp.push_back((*ws)[g].data());
+                       b.matmul_forward_group(out.data(), x->data(), wp.data(), T, C, OC.data(), G);
                        return o;
                      }});
+    for (Grad mode : {Grad::add, Grad::write})
+      cases.push_back({"matmul_bwd_group_" + grad_name(mode) + n, 1e-5, true,
+                       [=](const Backend& b, float fill) {
+                         Outs o{{"dinp", grad_buffer(mode, (size_t)T * C, 24, fill), {}}};
+                         if (mode == Grad::add) o[0].fill = o[0].data;
+                         for (int g = 0; g < G; g++) {
+                           o.push_back({"dweight" + std::to_string(g),
+                                        randn((size_t)OC[g] * C, 47 + g, fill), {}});
+                           o.back().fill = o.back().data;
+                         }
+                         std::vector<float*> dw;
+                         std::vector<const float*> dyp, wp;
+                         for (int g = 0; g < G; g++) {
+                           // the last projection's weight gradient not asked for (null)
+                           dw.push_back(g == 2 ? nullptr : o[1 + g].data.data());
+                           dyp.push_back((*dys)[g].data()), wp.push_back((*ws)[g].data());
+                         }
+                         b.matmul_backward_group(o[0].data.data(), dw.data(), dyp.data(),
+                                                 x->data(), wp.data(), T, C, OC.data(), G, mode);
+                         return o;
+                       }});
   }
 
   for (const auto& dim : std::vector<std::array<int, 3>>{{1, 1, 1}, {10, 37, 24}, {50, 600, 64}}) {
@@ -271,14 +330,17 @@ void add_dense_cases(std::vector<OpCase>& cases) {
                        b.swiglu_forward(o[0].data.data(), g->data(), u->data(), T, F);
                        return o;
                      }});
-    cases.push_back({"swiglu_bwd_" + n, 1e-6, true, [=](const Backend& b, float fill) {
-                       Outs o{{"dgate", randn((size_t)T * F, 64, fill), {}},
-                              {"dup", randn((size_t)T * F, 65, fill), {}}};
-                       for (auto& y : o) y.fill = y.data;
-                       b.swiglu_backward(o[0].data.data(), o[1].data.data(), dh->data(), g->data(),
-                                         u->data(), T, F);
-                       return o;
-                     }});
+    for (Grad mode : {Grad::add, Grad::write})
+      cases.push_back({"swiglu_bwd_" + grad_name(mode) + n, 1e-6, mode == Grad::add,
+                       [=](const Backend& b, float fill) {
+                         Outs o{{"dgate", grad_buffer(mode, (size_t)T * F, 64, fill), {}},
+                                {"dup", grad_buffer(mode, (size_t)T * F, 65, fill), {}}};
+                         if (mode == Grad::add)
+                           for (auto& y : o) y.fill = y.data;
+                         b.swiglu_backward(o[0].data.data(), o[1].data.data(), dh->data(),
+                                           g->data(), u->data(), T, F, mode);
+                         return o;
+                       }});
   }
 
   // lm_head_xent: vocab crossing the 2048-column chunk, > 256 tokens, missing targets (−1)
@@ -465,6 +527,56 @@ TEST_P(OpParity, MatchesReference) {
 
 INSTANTIATE_TEST_SUITE_P(Ops, OpParity, ::testing::ValuesIn(all_cases()),
                          [](const ::testing::TestParamInfo<OpCase>& i) { return i.param.name; });
+
+// ---------------------------------------------------------------- Grad::write
+// On every host backend, writing an activation gradient over garbage (NaN) gives exactly what
+// adding it into zeros gives, so the model's gradients do not change when it stops zeroing.
+TEST(GradWrite, EqualsAddIntoZeros) {
+  const int T = 33, C = 40, F = 24;
+  const Vec x = randn(T * C, 91), w = randn(F * C, 92), w2 = randn(F * C, 93),
+            dy = randn(T * F, 94), dy2 = randn(T * F, 95), g = randn(T * F, 96, 3.0f);
+  auto before = [](Grad mode, size_t n) { return mode == Grad::write ? nans(n) : Vec(n); };
+  for (const Backend* b : {&backend_cpu_ref(), &backend_cpu()}) {
+    auto matmul = [&](Grad mode) {
+      Vec dinp = before(mode, T * C), dw(F * C);
+      b->matmul_backward(dinp.data(), dw.data(), dy.data(), x.data(), w.data(), T, C, F, mode);
+      return std::make_pair(dinp, dw);
+    };
+    EXPECT_EQ(matmul(Grad::write), matmul(Grad::add)) << b->name << " matmul_backward";
+    auto group = [&](Grad mode) {
+      Vec dinp = before(mode, T * C), dw(F * C), dw2(F * C);
+      float* const dws[] = {dw.data(), dw2.data()};
+      const float* const dys[] = {dy.data(), dy2.data()};
+      const float* const ws[] = {w.data(), w2.data()};
+      const int OC[] = {F, F};
+      b->matmul_backward_group(dinp.data(), dws, dys, x.data(), ws, T, C, OC, 2, mode);
+      return std::make_tuple(dinp, dw, dw2);
+    };
+    EXPECT_EQ(group(Grad::write), group(Grad::add)) << b->name << " matmul_backward_group";
+    auto swiglu = [&](Grad mode) {
+      Vec dgate = before(mode, T * F), dup = before(mode, T * F);
+      b->swiglu_backward(dgate.data(), dup.data(), dy.data(), g.data(), dy2.data(), T, F, mode);
+      return std::make_pair(dgate, dup);
+    };
+    EXPECT_EQ(swiglu(Grad::write), swiglu(Grad::add)) << b->name << " swiglu_backward";
+  }
+}
+
+TEST(GradWrite, GroupNeedsAProjection) {
+  const Vec x(4);
+  Vec dinp(4);
+  for (const Backend* b : {&backend_cpu_ref(), &backend_cpu()}) {
+    longctx::testing::expect_error(
+        [&] { b->matmul_forward_group(nullptr, x.data(), nullptr, 1, 4, nullptr, 0); },
+        {"matmul_forward_group", "G = 0"});
+    longctx::testing::expect_error(
+        [&] {
+          b->matmul_backward_group(dinp.data(), nullptr, nullptr, x.data(), nullptr, 1, 4,
+                                   nullptr, 0, Grad::write);
+        },
+        {"matmul_backward_group", "G = 0"});
+  }
+}
 
 // ---------------------------------------------------------------- document isolation
 // Changing every token of document 2 leaves document 1's outputs and gradients bit-identical,

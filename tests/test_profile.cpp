@@ -61,19 +61,26 @@ TEST(Profile, SameResultsAndGemmCountsOnCpuRef) {
   ASSERT_EQ(plain.grads.size(), timed.grads.size());
   EXPECT_EQ(0, std::memcmp(plain.grads.data(), timed.grads.data(), plain.grads.size() * 4));
 
-  // Per layer: q, k, v, o, gate, up, down (the head is lm_head_xent); every backward GEMM asks
-  // for both gradients.
+  // Per layer: o and down alone, q/k/v and gate/up as two groups of one input (the head is
+  // lm_head_xent); every backward GEMM asks for both gradients.
   const double T = double(batch.tokens.size()), d = c.hidden_size, F = c.intermediate_size,
                qd = c.num_attention_heads * c.head_dim(), kvd = c.num_key_value_heads * c.head_dim();
-  const int64_t gemms = 7 * c.num_hidden_layers;
-  const double flops = c.num_hidden_layers * 2 * T * (d * qd + 2 * d * kvd + qd * d + 3 * d * F);
+  const int64_t L = c.num_hidden_layers;
+  const double flops = L * 2 * T * (qd * d + d * F),
+               group_flops = L * 2 * T * (d * qd + 2 * d * kvd + 2 * d * F);
   const auto& fwd = entry(prof, "matmul_forward");
   const auto& bwd = entry(prof, "matmul_backward");
+  const auto& fwd_group = entry(prof, "matmul_forward_group");
+  const auto& bwd_group = entry(prof, "matmul_backward_group");
   const auto& head = entry(prof, "lm_head_xent");
-  EXPECT_EQ(fwd.calls, gemms);
+  EXPECT_EQ(fwd.calls, 2 * L);
   EXPECT_EQ(fwd.flops, flops);
-  EXPECT_EQ(bwd.calls, gemms);
+  EXPECT_EQ(bwd.calls, 2 * L);
   EXPECT_EQ(bwd.flops, 2 * flops);
+  EXPECT_EQ(fwd_group.calls, 2 * L);
+  EXPECT_EQ(fwd_group.flops, group_flops);
+  EXPECT_EQ(bwd_group.calls, 2 * L);
+  EXPECT_EQ(bwd_group.flops, 2 * group_flops);
   EXPECT_EQ(head.calls, 1);
   EXPECT_EQ(head.flops, 4 * 2 * T * d * c.vocab_size);  // sweep, recompute, dx, dweight
   EXPECT_EQ(entry(prof, "swat_forward").calls, c.num_hidden_layers);

@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 
 #include "cli/bench.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "dist/chunked_seq.h"
@@ -17,10 +18,6 @@ namespace longctx {
 
 namespace {
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
 double peak_rss_mb() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
@@ -29,12 +26,7 @@ double peak_rss_mb() {
 
 // The --profile-ops table on stderr (stdout holds the JSON).
 void print_profile(const nlohmann::json& p) {
-  fmt::print(stderr, "{:<24}{:>8}{:>12}{:>9}{:>10}\n", "op", "calls", "ms/step", "share %",
-             "TFLOP/s");
-  for (const auto& e : p["ops"])
-    fmt::print(stderr, "{:<24}{:>8}{:>12.3f}{:>9.1f}{:>10}\n", e["op"].get<std::string>(),
-               e["calls"].get<int64_t>(), e["ms_per_step"].get<double>(), e["share"].get<double>(),
-               e.contains("tflops") ? fmt::format("{:.2f}", e["tflops"].get<double>()) : "");
+  print_op_table(stderr, p["ops"]);
   fmt::print(stderr,
              "calls over {} steps; ops {:.3f} ms/step; profiled step {:.3f} ms, unprofiled step "
              "{:.3f} ms\n",

@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "data/corpus.h"      // corpus_read, CorpusFormat
 #include "data/prepare.h"     // data_prepare
@@ -19,10 +20,6 @@ namespace fs = std::filesystem;
 namespace longctx {
 
 namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 struct PrepareArgs {
   std::vector<std::string> inputs;

@@ -8,7 +8,10 @@
 //    back to back); `cu_seqlens` gives document boundaries, as flash-attn's varlen API.
 //  - Forward ops overwrite their outputs (=). Backward ops ACCUMULATE (+=) into every gradient,
 //    activation gradients included, so residual branches and gradient accumulation are free;
-//    the caller zeroes gradient buffers. A null gradient pointer means "not needed".
+//    the caller zeroes gradient buffers. Exception: the ops that are often an activation
+//    gradient's only or first producer (matmul_backward[_group] for dinp, swiglu_backward) take
+//    a `Grad` saying whether to add into it or write it (see Grad). Parameter gradients always
+//    accumulate. A null gradient pointer means "not needed".
 //  - fp32 storage everywhere (the cuda backend computes GEMMs and attention in bf16 with fp32
 //    accumulation). Every pointer an op takes lives in the backend's memory: host memory for
 //    cpu/cpu_ref, device memory for cuda (AttnShape's cu_seqlens and slopes included).
@@ -70,6 +73,11 @@ struct KvRing {
   int32_t pos = 0;       // absolute position p of the token this step decodes (the cache's n_past)
 };
 
+// How a backward op stores an activation gradient that takes a Grad: add (+=, the convention)
+// or write (=) for the gradient's only or first producer — the buffer's old contents, NaN
+// included, are never read, so the caller need not zero it (nor the op re-read the zeros).
+enum class Grad { add, write };
+
 // Direction of Backend::copy.
 enum class Copy { to_device, to_host, within };
 
@@ -109,9 +117,20 @@ struct Backend {
 
   // out (T,OC) = inp (T,C) · weight (OC,C)ᵀ
   void (*matmul_forward)(float* out, const float* inp, const float* weight, int T, int C, int OC);
-  // dinp (T,C) += dout (T,OC) · weight;  dweight (OC,C) += doutᵀ · inp
+  // dinp (T,C) += dout (T,OC) · weight (= with Grad::write);  dweight (OC,C) += doutᵀ · inp
   void (*matmul_backward)(float* dinp, float* dweight, const float* dout, const float* inp,
-                          const float* weight, int T, int C, int OC);
+                          const float* weight, int T, int C, int OC, Grad dinp_mode);
+  // G projections of one input (q/k/v of one RMSNorm output, gate/up of another): matmul_forward
+  // / matmul_backward for g < G, sharing the input's reads (cuda: its bf16 copy is made once).
+  // weight[g] (OC[g],C), out[g] and dout[g] (T,OC[g]); out, weight, OC, dweight, dout are host
+  // arrays of G ≥ 1 entries (their pointers in the backend's memory).
+  // out[g] = inp (T,C) · weight[g]ᵀ
+  void (*matmul_forward_group)(float* const* out, const float* inp, const float* const* weight,
+                               int T, int C, const int* OC, int G);
+  // dinp (T,C) += Σ_g dout[g] · weight[g] (Grad::write: = the sum);  dweight[g] += dout[g]ᵀ · inp
+  void (*matmul_backward_group)(float* dinp, float* const* dweight, const float* const* dout,
+                                const float* inp, const float* const* weight, int T, int C,
+                                const int* OC, int G, Grad dinp_mode);
 
   // out (T,C) = wte[tokens[t]];  wte (V,C)
   void (*embedding_forward)(float* out, const int32_t* tokens, const float* wte, int T, int C);
@@ -174,10 +193,10 @@ struct Backend {
   void (*attn_block_merge)(float* out, float* lse, const float* out_b, const float* lse_b,
                            int rows, int H, int D);
 
-  // h (T,F) = silu(gate) ⊙ up
+  // h (T,F) = silu(gate) ⊙ up;  backward: dgate, dup (T,F) += … (= with Grad::write)
   void (*swiglu_forward)(float* h, const float* gate, const float* up, int T, int F);
   void (*swiglu_backward)(float* dgate, float* dup, const float* dh, const float* gate,
-                          const float* up, int T, int F);
+                          const float* up, int T, int F, Grad mode);
 
   // Output projection fused with cross-entropy, in vocabulary chunks (never a T×V buffer):
   // logits_t = x_t · weightᵀ (weight (V,C)); losses[t] = −log softmax(logits_t)[targets[t]],

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <type_traits>
 
+#include "core/clock.h"
 #include "core/error.h"
 
 namespace longctx {
@@ -43,6 +44,14 @@ nlohmann::json OpProfile::to_json() const {
   return out;
 }
 
+void print_op_table(std::FILE* out, const nlohmann::json& ops) {
+  fmt::print(out, "{:<24}{:>8}{:>12}{:>9}{:>10}\n", "op", "calls", "ms/step", "share %", "TFLOP/s");
+  for (const auto& e : ops)
+    fmt::print(out, "{:<24}{:>8}{:>12.3f}{:>9.1f}{:>10}\n", e["op"].get<std::string>(),
+               e["calls"].get<int64_t>(), e["ms_per_step"].get<double>(), e["share"].get<double>(),
+               e.contains("tflops") ? fmt::format("{:.2f}", e["tflops"].get<double>()) : "");
+}
+
 namespace {
 
 // What the one profiled table (profile.h) runs and where it charges the time.
@@ -67,8 +76,27 @@ struct Flops<&Backend::matmul_forward> {  // out = inp · weightᵀ
 template <>
 struct Flops<&Backend::matmul_backward> {  // one GEMM per gradient asked for
   static double of(float* dinp, float* dweight, const float*, const float*, const float*, int T,
-                   int C, int OC) {
+                   int C, int OC, Grad) {
     return 2.0 * T * C * OC * ((dinp != nullptr) + (dweight != nullptr));
+  }
+};
+template <>
+struct Flops<&Backend::matmul_forward_group> {  // matmul_forward per projection
+  static double of(float* const*, const float*, const float* const*, int T, int C, const int* OC,
+                   int G) {
+    double f = 0;
+    for (int g = 0; g < G; g++) f += 2.0 * T * C * OC[g];
+    return f;
+  }
+};
+template <>
+struct Flops<&Backend::matmul_backward_group> {  // matmul_backward per projection
+  static double of(float* dinp, float* const* dweight, const float* const*, const float*,
+                   const float* const*, int T, int C, const int* OC, int G, Grad) {
+    double f = 0;
+    for (int g = 0; g < G; g++)
+      f += 2.0 * T * C * OC[g] * ((dinp != nullptr) + (dweight[g] != nullptr));
+    return f;
   }
 };
 template <>
@@ -79,10 +107,6 @@ struct Flops<&Backend::lm_head_xent> {  // the logits sweep; with gradients also
     return dx || dweight ? sweep * (2 + (dx != nullptr) + (dweight != nullptr)) : sweep;
   }
 };
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 // The table entry of op Member: inner's op between two syncs, charged to `name`.
 template <auto Member>
@@ -130,6 +154,8 @@ const Backend& backend_profiled(const Backend& inner, OpProfile& prof) {
   LCX_TIMED(copy_async);
   LCX_TIMED(matmul_forward);
   LCX_TIMED(matmul_backward);
+  LCX_TIMED(matmul_forward_group);
+  LCX_TIMED(matmul_backward_group);
   LCX_TIMED(embedding_forward);
   LCX_TIMED(embedding_backward);
   LCX_TIMED(rmsnorm_forward);

@@ -4,6 +4,7 @@
 // profiled step slower than a free-running one; `longctx bench train --profile-ops` reports both.
 #pragma once
 #include <cstdint>
+#include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -28,6 +29,10 @@ struct OpProfile {
   // slowest op first.
   nlohmann::json to_json() const;
 };
+
+// The rows of OpProfile::to_json() as a table (op, calls, ms/step, share %, TFLOP/s) on `out`:
+// `--profile-ops` of bench train and of the commands that run the inference engine.
+void print_op_table(std::FILE* out, const nlohmann::json& ops);
 
 // An op table that runs `inner`'s ops, timing each into `prof` (see above). alloc/release/
 // pinned_*/event_*/stream_wait/sync/peak_bytes are inner's own function pointers, so memory from

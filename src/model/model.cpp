@@ -1,6 +1,7 @@
 #include "model/model.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 
 #include "core/error.h"
@@ -120,6 +121,31 @@ size_t Model::offload_host_bytes() const {
 }
 
 namespace {
+
+// Layer l's projections of one shared input (Backend::matmul_*_group): q/k/v of RMSNorm₁'s
+// output or gate/up of RMSNorm₂'s — their weights' offsets in ParamLayout (params and grads
+// share it) and output widths.
+struct Projections {
+  int G;
+  size_t at[3];
+  int OC[3];
+  // the G weights (or weight gradients) in the flat buffer at `base`
+  template <class P>
+  std::array<P, 3> in(P base) const {
+    return {base + at[0], base + at[1], base + at[2]};
+  }
+};
+Projections qkv_projections(const Model& m, int l) {
+  const Config& c = m.config;
+  const size_t d = c.hidden_size, qd = size_t(c.num_attention_heads) * c.head_dim(),
+               kvd = size_t(c.num_key_value_heads) * c.head_dim(), L = size_t(l);
+  return {3, {m.layout.wq + L * qd * d, m.layout.wk + L * kvd * d, m.layout.wv + L * kvd * d},
+          {int(qd), int(kvd), int(kvd)}};
+}
+Projections gate_up_projections(const Model& m, int l) {
+  const size_t d = m.config.hidden_size, F = m.config.intermediate_size, L = size_t(l);
+  return {2, {m.layout.wgate + L * F * d, m.layout.wup + L * F * d, 0}, {int(F), int(F), 0}};
+}
 
 AttnShape attn_shape(const Model& m, const TokenBatch& b) {
   AttnShape s = model_attn_shape(m);
@@ -257,11 +283,10 @@ void layer_qkv_forward(const Model& m, int l, float* q, float* k, float* v, floa
   const float* w = m.params.data();
   const size_t d = c.hidden_size, hd = c.head_dim();
   const int H = c.num_attention_heads, Hkv = c.num_key_value_heads;
-  const size_t qd = H * hd, kvd = Hkv * hd;
   be.rmsnorm_forward(ln, rstd, x, w + P.ln1 + l * d, T, int(d), c.rms_norm_eps);
-  be.matmul_forward(q, ln, w + P.wq + l * qd * d, T, int(d), int(qd));
-  be.matmul_forward(k, ln, w + P.wk + l * kvd * d, T, int(d), int(kvd));
-  be.matmul_forward(v, ln, w + P.wv + l * kvd * d, T, int(d), int(kvd));
+  const Projections qkv = qkv_projections(m, l);
+  float* const out[] = {q, k, v};
+  be.matmul_forward_group(out, ln, qkv.in(w).data(), T, int(d), qkv.OC, qkv.G);
   be.rope_forward(q, pos, T, H, int(hd), c.rope_theta);
   be.rope_forward(k, pos, T, Hkv, int(hd), c.rope_theta);
 }
@@ -278,8 +303,9 @@ void layer_out_mlp_forward(const Model& m, int l, float* out, float* mid, float*
   be.matmul_forward(mid, att, w + P.wo + l * d * qd, T, int(qd), int(d));
   be.add(mid, x, n);
   be.rmsnorm_forward(ln, rstd, mid, w + P.ln2 + l * d, T, int(d), c.rms_norm_eps);
-  be.matmul_forward(gate, ln, w + P.wgate + l * F * d, T, int(d), int(F));
-  be.matmul_forward(up, ln, w + P.wup + l * F * d, T, int(d), int(F));
+  const Projections gu = gate_up_projections(m, l);
+  float* const out_gu[] = {gate, up};
+  be.matmul_forward_group(out_gu, ln, gu.in(w).data(), T, int(d), gu.OC, gu.G);
   be.swiglu_forward(h, gate, up, T, int(F));
   be.matmul_forward(out, h, w + P.wdown + l * d * F, T, int(F), int(d));
   be.add(out, mid, n);
@@ -351,26 +377,22 @@ void model_backward(Model& m, const TokenBatch& host_batch) {
     // same values: every forward op is deterministic).
     if (m.recompute) layer_forward(m, l, b, s);
     // MLP branch: res[l+1] = mid + down(silu(gate(ln2)) ⊙ up(ln2)); a.dres holds d res[l+1].
-    zero(a.dh, size_t(T) * F);
+    // dh, dgate, dup, dln have one producer each (dln: one group op): written, not zeroed.
     be.matmul_backward(a.dh, g + P.wdown + size_t(l) * d * F, a.dres, a.h[l],
-                       w + P.wdown + size_t(l) * d * F, T, F, d);
-    zero(a.dgate, size_t(T) * F);
-    zero(a.dup, size_t(T) * F);
-    be.swiglu_backward(a.dgate, a.dup, a.dh, a.gate[l], a.up[l], T, F);
-    zero(a.dln, size_t(T) * d);
-    be.matmul_backward(a.dln, g + P.wgate + size_t(l) * F * d, a.dgate, a.ln2[l],
-                       w + P.wgate + size_t(l) * F * d, T, d, F);
-    be.matmul_backward(a.dln, g + P.wup + size_t(l) * F * d, a.dup, a.ln2[l],
-                       w + P.wup + size_t(l) * F * d, T, d, F);
+                       w + P.wdown + size_t(l) * d * F, T, F, d, Grad::write);
+    be.swiglu_backward(a.dgate, a.dup, a.dh, a.gate[l], a.up[l], T, F, Grad::write);
+    const Projections gu = gate_up_projections(m, l);
+    const float* const dgu[] = {a.dgate, a.dup};
+    be.matmul_backward_group(a.dln, gu.in(g).data(), dgu, a.ln2[l], gu.in(w).data(), T, d, gu.OC,
+                             gu.G, Grad::write);
     // residual: d mid = d res[l+1] + RMSNorm backward (accumulated into a.dres)
     be.rmsnorm_backward(a.dres, g + P.ln2 + size_t(l) * d, a.dln, a.mid[l],
                         w + P.ln2 + size_t(l) * d, a.rstd2[l], T, d);
 
     // Attention branch: mid = res[l] + o_proj(attn(rope(q), rope(k), v)).
-    zero(a.datt, size_t(T) * qd);
     be.matmul_backward(a.datt, g + P.wo + size_t(l) * d * qd, a.dres, a.att[l],
-                       w + P.wo + size_t(l) * d * qd, T, qd, d);
-    zero(a.dq, size_t(T) * qd);
+                       w + P.wo + size_t(l) * d * qd, T, qd, d, Grad::write);
+    zero(a.dq, size_t(T) * qd);  // the attention backward ops accumulate
     zero(a.dk, size_t(T) * kvd);
     zero(a.dv, size_t(T) * kvd);
     if (m.attention)
@@ -383,13 +405,10 @@ void model_backward(Model& m, const TokenBatch& host_batch) {
                                a.v[l], s);
     be.rope_backward(a.dq, b.pos, T, H, hd, c.rope_theta);
     be.rope_backward(a.dk, b.pos, T, Hkv, hd, c.rope_theta);
-    zero(a.dln, size_t(T) * d);
-    be.matmul_backward(a.dln, g + P.wq + size_t(l) * qd * d, a.dq, a.ln1[l],
-                       w + P.wq + size_t(l) * qd * d, T, d, qd);
-    be.matmul_backward(a.dln, g + P.wk + size_t(l) * kvd * d, a.dk, a.ln1[l],
-                       w + P.wk + size_t(l) * kvd * d, T, d, kvd);
-    be.matmul_backward(a.dln, g + P.wv + size_t(l) * kvd * d, a.dv, a.ln1[l],
-                       w + P.wv + size_t(l) * kvd * d, T, d, kvd);
+    const Projections qkv = qkv_projections(m, l);
+    const float* const dqkv[] = {a.dq, a.dk, a.dv};
+    be.matmul_backward_group(a.dln, qkv.in(g).data(), dqkv, a.ln1[l], qkv.in(w).data(), T, d,
+                             qkv.OC, qkv.G, Grad::write);
     be.rmsnorm_backward(a.dres, g + P.ln1 + size_t(l) * d, a.dln, a.res[l],
                         w + P.ln1 + size_t(l) * d, a.rstd1[l], T, d);
     if (off) be.event_record(event(a, 2 * a.n_slots + 1), Stream::compute);

@@ -92,6 +92,28 @@ void host_event_release(void* ev) { delete static_cast<char*>(ev); }
 void host_event_record(void*, Stream) {}
 void host_stream_wait(Stream, void*) {}
 
+// matmul_forward_group / matmul_backward_group (backend.h) on a host backend: its own matmul op
+// once per projection (nothing to share on the host); the first dinp GEMM takes the caller's
+// Grad, the others add to it.
+using MatmulForward = void (*)(float*, const float*, const float*, int, int, int);
+using MatmulBackward = void (*)(float*, float*, const float*, const float*, const float*, int,
+                                int, int, Grad);
+template <MatmulForward matmul_forward>
+void host_matmul_forward_group(float* const* out, const float* inp, const float* const* weight,
+                               int T, int C, const int* OC, int G) {
+  LCX_CHECK(G >= 1, "matmul_forward_group: G = {} projections, need >= 1", G);
+  for (int g = 0; g < G; g++) matmul_forward(out[g], inp, weight[g], T, C, OC[g]);
+}
+template <MatmulBackward matmul_backward>
+void host_matmul_backward_group(float* dinp, float* const* dweight, const float* const* dout,
+                                const float* inp, const float* const* weight, int T, int C,
+                                const int* OC, int G, Grad dinp_mode) {
+  LCX_CHECK(G >= 1, "matmul_backward_group: G = {} projections, need >= 1", G);
+  for (int g = 0; g < G; g++)
+    matmul_backward(dinp, dweight[g], dout[g], inp, weight[g], T, C, OC[g],
+                    g == 0 ? dinp_mode : Grad::add);
+}
+
 // decode_attn_forward (backend.h) on a host backend through its own attention ops: per sequence,
 // store the new entry in slot p % C, then attend as one query after the window's entries (Tk),
 // read in place from the ring when they do not wrap past its end, else gathered oldest first
@@ -160,6 +182,8 @@ const Backend& backend_cpu_ref() {
       LONGCTX_HOST_MEMORY,
       ref::matmul_forward<float>,
       ref::matmul_backward<float>,
+      host_matmul_forward_group<ref::matmul_forward<float>>,
+      host_matmul_backward_group<ref::matmul_backward<float>>,
       ref::embedding_forward<float>,
       ref::embedding_backward<float>,
       ref::rmsnorm_forward<float>,
@@ -188,6 +212,8 @@ const Backend& backend_cpu() {
       LONGCTX_HOST_MEMORY,
       cpu::matmul_forward,
       cpu::matmul_backward,
+      host_matmul_forward_group<cpu::matmul_forward>,
+      host_matmul_backward_group<cpu::matmul_backward>,
       cpu::embedding_forward,
       cpu::embedding_backward,
       cpu::rmsnorm_forward,

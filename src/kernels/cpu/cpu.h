@@ -15,7 +15,7 @@ void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const f
            const float* B, int ldb, float beta, float* C, int ldc);
 void matmul_forward(float* out, const float* inp, const float* weight, int T, int C, int OC);
 void matmul_backward(float* dinp, float* dweight, const float* dout, const float* inp,
-                     const float* weight, int T, int C, int OC);
+                     const float* weight, int T, int C, int OC, Grad dinp_mode);
 // ops.cpp
 void embedding_forward(float* out, const int32_t* tokens, const float* wte, int T, int C);
 void embedding_backward(float* dwte, const float* dout, const int32_t* tokens, int T, int C);
@@ -27,7 +27,7 @@ void rope_forward(float* x, const int32_t* pos, int T, int nh, int D, float thet
 void rope_backward(float* dx, const int32_t* pos, int T, int nh, int D, float theta);
 void swiglu_forward(float* h, const float* gate, const float* up, int T, int F);
 void swiglu_backward(float* dgate, float* dup, const float* dh, const float* gate,
-                     const float* up, int T, int F);
+                     const float* up, int T, int F, Grad mode);
 void adamw_update(float* param, const float* grad, float* m, float* v, size_t n, float lr,
                   float beta1, float beta2, float eps, float weight_decay, int step);
 // xent.cpp

@@ -1,6 +1,7 @@
 // Linear layer without bias on OpenBLAS sgemm (row-major):
 //   out (T,OC) = inp (T,C) · weight (OC,C)ᵀ
-//   dinp (T,C) += dout (T,OC) · weight (OC,C);   dweight (OC,C) += dout (T,OC)ᵀ · inp (T,C)
+//   dinp (T,C) += dout (T,OC) · weight (OC,C) (= with Grad::write: sgemm's β = 0);
+//   dweight (OC,C) += dout (T,OC)ᵀ · inp (T,C)
 // One threading runtime: with the OpenMP build of OpenBLAS (what CMakeLists.txt asks for) BLAS
 // threads come from our OpenMP pool; with the pthreads build, OpenBLAS runs single-threaded and
 // `sgemm` splits C over our OpenMP threads. (OpenBLAS pthreads next to OpenMP workers, which
@@ -54,8 +55,9 @@ void matmul_forward(float* out, const float* inp, const float* weight, int T, in
 }
 
 void matmul_backward(float* dinp, float* dweight, const float* dout, const float* inp,
-                     const float* weight, int T, int C, int OC) {
-  if (dinp) sgemm(false, false, T, C, OC, 1.0f, dout, OC, weight, C, 1.0f, dinp, C);
+                     const float* weight, int T, int C, int OC, Grad dinp_mode) {
+  const float beta = dinp_mode == Grad::write ? 0.0f : 1.0f;
+  if (dinp) sgemm(false, false, T, C, OC, 1.0f, dout, OC, weight, C, beta, dinp, C);
   if (dweight) sgemm(true, false, OC, C, T, 1.0f, dout, OC, inp, C, 1.0f, dweight, C);
 }
 

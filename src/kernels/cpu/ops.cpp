@@ -124,20 +124,22 @@ void rope_backward(float* dx, const int32_t* pos, int T, int nh, int D, float th
 }
 
 // ---------------------------------------------------------------- SwiGLU
-// h = g σ(g) u;  dg += dh u σ(g)(1 + g(1 − σ(g)));  du += dh g σ(g)
+// h = g σ(g) u;  dg += dh u σ(g)(1 + g(1 − σ(g)));  du += dh g σ(g)  (= with Grad::write)
 void swiglu_forward(float* h, const float* gate, const float* up, int T, int F) {
   long n = (long)T * F;
 #pragma omp parallel for simd if (big(n))
   for (long i = 0; i < n; i++) h[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
 void swiglu_backward(float* dgate, float* dup, const float* dh, const float* gate,
-                     const float* up, int T, int F) {
+                     const float* up, int T, int F, Grad mode) {
   long n = (long)T * F;
+  const bool add = mode == Grad::add;
 #pragma omp parallel for simd if (big(n))
   for (long i = 0; i < n; i++) {
     float g = gate[i], sg = 1.0f / (1.0f + std::exp(-g));
-    if (dgate) dgate[i] += dh[i] * up[i] * sg * (1.0f + g * (1.0f - sg));
-    if (dup) dup[i] += dh[i] * g * sg;
+    const float dg = dh[i] * up[i] * sg * (1.0f + g * (1.0f - sg)), du = dh[i] * g * sg;
+    if (dgate) dgate[i] = add ? dgate[i] + dg : dg;
+    if (dup) dup[i] = add ? dup[i] + du : du;
   }
 }
 

@@ -1,7 +1,8 @@
 // Reference ops: plain loops, the definition of every op in backend.h (DESIGN.md §2).
 // Templates over the element type F so the gradchecks can run them in double precision;
 // backend_cpu_ref() is the float instantiation. Conventions as backend.h: forward ops overwrite,
-// backward ops accumulate (+=), a null gradient pointer means "not needed".
+// backward ops accumulate (+=) or, where they take a Grad, write (=) with Grad::write; a null
+// gradient pointer means "not needed".
 // Accumulations inside one output element use F (no hidden double), so float ≙ fp32 math.
 #pragma once
 #include <algorithm>
@@ -57,16 +58,22 @@ void matmul_forward(F* out, const F* inp, const F* weight, int T, int C, int OC)
       out[(size_t)t * OC + o] = acc;
     }
 }
-// dinp (T,C) += dout · weight;  dweight (OC,C) += doutᵀ · inp
+// x += v, or x = v (Grad::write: x's old value is never read)
+template <class F>
+void store_grad(F& x, F v, Grad mode) {
+  x = mode == Grad::write ? v : x + v;
+}
+
+// dinp (T,C) += dout · weight (= with Grad::write);  dweight (OC,C) += doutᵀ · inp
 template <class F>
 void matmul_backward(F* dinp, F* dweight, const F* dout, const F* inp, const F* weight, int T,
-                     int C, int OC) {
+                     int C, int OC, Grad dinp_mode) {
   if (dinp)
     for (int t = 0; t < T; t++)
       for (int c = 0; c < C; c++) {
         F acc = 0;
         for (int o = 0; o < OC; o++) acc += dout[(size_t)t * OC + o] * weight[(size_t)o * C + c];
-        dinp[(size_t)t * C + c] += acc;
+        store_grad(dinp[(size_t)t * C + c], acc, dinp_mode);
       }
   if (dweight)
     for (int o = 0; o < OC; o++)
@@ -297,11 +304,12 @@ void swiglu_forward(F* h, const F* gate, const F* up, int T, int F_) {
   }
 }
 template <class F>
-void swiglu_backward(F* dgate, F* dup, const F* dh, const F* gate, const F* up, int T, int F_) {
+void swiglu_backward(F* dgate, F* dup, const F* dh, const F* gate, const F* up, int T, int F_,
+                     Grad mode) {
   for (size_t i = 0; i < (size_t)T * F_; i++) {
     F g = gate[i], sg = F(1) / (F(1) + std::exp(-g));
-    if (dgate) dgate[i] += dh[i] * up[i] * sg * (F(1) + g * (F(1) - sg));
-    if (dup) dup[i] += dh[i] * g * sg;
+    if (dgate) store_grad(dgate[i], dh[i] * up[i] * sg * (F(1) + g * (F(1) - sg)), mode);
+    if (dup) store_grad(dup[i], dh[i] * g * sg, mode);
   }
 }
 

@@ -3,9 +3,9 @@
 // bf16 tensor cores with fp32 accumulation (the inputs converted to bf16 scratch copies first:
 // 20 % more tokens/s on the 374M model than CUBLAS_COMPUTE_32F_FAST_16BF on the fp32 matrices,
 // bench/results/cuda_train_2026-11-25_h100.md); SWAT
-// attention converts q, k, v, dout to bf16 scratch for the wgmma kernel (D 64/128) and falls
-// back to the fp32 window kernel (window_attention.cu) for other head dims and for queries after
-// a KV cache.
+// attention (and the softmax backward) converts q, k, v, dout to bf16 scratch for the wgmma
+// kernel (D 64/128) and falls back to the fp32 window kernel (window_attention.cu) for other
+// head dims and for queries after a KV cache; the softmax forward is the window kernel's.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
@@ -159,8 +159,8 @@ struct Context {
   static constexpr size_t workspace_bytes = 32u << 20;
   void* workspace = nullptr;
   std::unordered_map<GemmKey, GemmPlan, GemmKeyHash> plans;  // the ops run one at a time
-  Scratch partial, q16, k16, v16, o16, dq16, dk16, dv16, swat_ws, cu, zeros, logits, stats, a16,
-      b16, x16, window_ws;
+  Scratch partial, q16, k16, v16, o16, do16, dq16, dk16, dv16, swat_ws, cu, zeros, logits, stats,
+      a16, b16, x16, window_ws;
   Context() {
     ck(cublasLtCreate(&lt), "cublasLtCreate");
     workspace = dev_alloc(workspace_bytes);
@@ -253,9 +253,10 @@ void gemm(bool ta, bool tb, int m, int n, int k, Operand A, int lda, Operand B, 
 void gemm_forward(float* out, Operand inp, Operand weight, int T, int C, int OC) {
   gemm(true, false, OC, T, C, weight, C, inp, C, 0.0f, out, OC);
 }
-// dinpᵀ (C,T) += W-as-(C,OC) · doutᵀ (OC,T)
-void gemm_backward_inp(float* dinp, Operand dout, Operand weight, int T, int C, int OC) {
-  gemm(false, false, C, T, OC, weight, C, dout, OC, 1.0f, dinp, C);
+// dinpᵀ (C,T) += W-as-(C,OC) · doutᵀ (OC,T); Grad::write: β = 0 (dinp is not read)
+void gemm_backward_inp(float* dinp, Operand dout, Operand weight, int T, int C, int OC,
+                       Grad mode) {
+  gemm(false, false, C, T, OC, weight, C, dout, OC, mode == Grad::write ? 0.0f : 1.0f, dinp, C);
 }
 // dWᵀ (C,OC) += inpᵀ (C,T) · dout (T,OC)
 void gemm_backward_weight(float* dweight, Operand dout, Operand inp, int T, int C, int OC) {
@@ -269,11 +270,40 @@ void matmul_forward(float* out, const float* inp, const float* weight, int T, in
 }
 // dout converted once for both GEMMs
 void matmul_backward(float* dinp, float* dweight, const float* dout, const float* inp,
-                     const float* weight, int T, int C, int OC) {
+                     const float* weight, int T, int C, int OC, Grad dinp_mode) {
   Context& c = ctx();
   const Operand d = operand(dout, size_t(T) * OC, c.b16);
-  if (dinp) gemm_backward_inp(dinp, d, operand(weight, size_t(OC) * C, c.a16), T, C, OC);
+  if (dinp)
+    gemm_backward_inp(dinp, d, operand(weight, size_t(OC) * C, c.a16), T, C, OC, dinp_mode);
   if (dweight) gemm_backward_weight(dweight, d, operand(inp, size_t(T) * C, c.a16), T, C, OC);
+}
+
+// Projections of one input: inp converted once (x16) for all G GEMMs; in backward each dout
+// once for its two GEMMs, and dinp's sum accumulated by the GEMMs' β (the first one's from
+// dinp_mode).
+void matmul_forward_group(float* const* out, const float* inp, const float* const* weight, int T,
+                          int C, const int* OC, int G) {
+  LCX_CHECK(G >= 1, "matmul_forward_group: G = {} projections, need >= 1", G);
+  Context& c = ctx();
+  const Operand x = operand(inp, size_t(T) * C, c.x16);
+  for (int g = 0; g < G; g++)
+    gemm_forward(out[g], x, operand(weight[g], size_t(OC[g]) * C, c.a16), T, C, OC[g]);
+}
+void matmul_backward_group(float* dinp, float* const* dweight, const float* const* dout,
+                           const float* inp, const float* const* weight, int T, int C,
+                           const int* OC, int G, Grad dinp_mode) {
+  LCX_CHECK(G >= 1, "matmul_backward_group: G = {} projections, need >= 1", G);
+  Context& c = ctx();
+  Operand x{};
+  for (int g = 0; g < G; g++) {
+    const Operand d = operand(dout[g], size_t(T) * OC[g], c.b16);
+    if (dinp)
+      gemm_backward_inp(dinp, d, operand(weight[g], size_t(OC[g]) * C, c.a16), T, C, OC[g],
+                        g == 0 ? dinp_mode : Grad::add);
+    if (!dweight[g]) continue;
+    if (!x.p) x = operand(inp, size_t(T) * C, c.x16);
+    gemm_backward_weight(dweight[g], d, x, T, C, OC[g]);
+  }
 }
 
 void embedding_forward(float* out, const int32_t* tokens, const float* wte, int T, int C) {
@@ -322,7 +352,7 @@ void lm_head_xent(float* losses, float* dx, float* dweight, const float* x, cons
       gemm_forward(logits, xb, w, rows, C, vc);
       cuda::xent_grad(logits, rows, vc, v0, yb, mx, se, dloss);
       const Operand d = operand(logits, size_t(rows) * vc, c.b16);
-      if (dx) gemm_backward_inp(dx + size_t(t0) * C, d, w, rows, C, vc);
+      if (dx) gemm_backward_inp(dx + size_t(t0) * C, d, w, rows, C, vc, Grad::add);
       if (dweight) gemm_backward_weight(dweight + size_t(v0) * C, d, xb, rows, C, vc);
     }
   }
@@ -408,29 +438,40 @@ void swat_forward(float* out, const float* q, const float* k, const float* v, co
   });
 }
 
+// The wgmma backward (use_wgmma(s)) on bf16 scratch copies, the bf16 gradients added into the
+// fp32 ones: SWAT (lse null), or softmax (out and lse, the forward's, give its row statistics).
+void wgmma_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
+                    const float* lse, const float* q, const float* k, const float* v,
+                    const AttnShape& s) {
+  Context& c = ctx();
+  const cuda::SwatArgs a = swat_args(s, q, k, v);
+  const size_t nq = size_t(s.T) * s.H * s.D, nk = size_t(s.T) * s.Hkv * s.D;
+  __nv_bfloat16 *dq16 = c.dq16.get<__nv_bfloat16>(nq), *dk16 = c.dk16.get<__nv_bfloat16>(nk),
+                *dv16 = c.dv16.get<__nv_bfloat16>(nk);
+  if (lse) {
+    __nv_bfloat16* do16 = c.do16.get<__nv_bfloat16>(nq);
+    cuda::to_bf16(a.out, out, nq);
+    cuda::to_bf16(do16, dout, nq);
+    void* ws = c.swat_ws.get<char>(cuda::softmax_backward_workspace_bytes(a));
+    cuda::softmax_backward(a, lse, do16, dq16, dk16, dv16, false, ws, nullptr);
+  } else {
+    __nv_bfloat16* do16 = a.out;  // out is not read by the SWAT backward: reuse it for dout
+    cuda::to_bf16(do16, dout, nq);
+    void* ws = c.swat_ws.get<char>(cuda::swat_backward_workspace_bytes(a));
+    cuda::swat_backward(a, do16, dq16, dk16, dv16, false, ws, nullptr);
+  }
+  if (dq) cuda::add_bf16(dq, dq16, nq);
+  if (dk) cuda::add_bf16(dk, dk16, nk);
+  if (dv) cuda::add_bf16(dv, dv16, nk);
+}
+
 void swat_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
                    const float* k, const float* v, const AttnShape& s) {
   const cuda::WindowArgs w = window_args(s, "swat_backward");
   LCX_CHECK(s.Tk <= s.T, "swat_backward: Tk > T (queries after a KV cache) is forward only");
-  if (!use_wgmma(s)) {
-    rethrow("swat_backward", [&] {
-      cuda::window_attention_backward(dq, dk, dv, dout, nullptr, nullptr, q, k, v, w, false);
-    });
-    return;
-  }
   rethrow("swat_backward", [&] {
-    Context& c = ctx();
-    const cuda::SwatArgs a = swat_args(s, q, k, v);
-    const size_t nq = size_t(s.T) * s.H * s.D, nk = size_t(s.T) * s.Hkv * s.D;
-    __nv_bfloat16* do16 = a.out;  // out is not read by the backward: reuse it for dout
-    cuda::to_bf16(do16, dout, nq);
-    __nv_bfloat16 *dq16 = c.dq16.get<__nv_bfloat16>(nq), *dk16 = c.dk16.get<__nv_bfloat16>(nk),
-                  *dv16 = c.dv16.get<__nv_bfloat16>(nk);
-    void* ws = c.swat_ws.get<char>(cuda::swat_backward_workspace_bytes(a));
-    cuda::swat_backward(a, do16, dq16, dk16, dv16, false, ws, nullptr);
-    if (dq) cuda::add_bf16(dq, dq16, nq);
-    if (dk) cuda::add_bf16(dk, dk16, nk);
-    if (dv) cuda::add_bf16(dv, dv16, nk);
+    if (use_wgmma(s)) wgmma_backward(dq, dk, dv, dout, nullptr, nullptr, q, k, v, s);
+    else cuda::window_attention_backward(dq, dk, dv, dout, nullptr, nullptr, q, k, v, w, false);
   });
 }
 
@@ -445,7 +486,8 @@ void softmax_attn_backward(float* dq, float* dk, float* dv, const float* dout, c
   const cuda::WindowArgs w = window_args(s, "softmax_attn_backward");
   LCX_CHECK(s.Tk <= s.T, "softmax_attn_backward: Tk > T (queries after a KV cache) is forward only");
   rethrow("softmax_attn_backward", [&] {
-    cuda::window_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, w, true);
+    if (use_wgmma(s)) wgmma_backward(dq, dk, dv, dout, out, lse, q, k, v, s);
+    else cuda::window_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, w, true);
   });
 }
 
@@ -527,6 +569,8 @@ const Backend& backend_cuda() {
       stream_wait,
       matmul_forward,
       matmul_backward,
+      matmul_forward_group,
+      matmul_backward_group,
       embedding_forward,
       embedding_backward,
       cuda::rmsnorm_forward,

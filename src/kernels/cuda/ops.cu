@@ -118,11 +118,14 @@ __device__ float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 __global__ void k_swiglu_forward(float* h, const float* g, const float* u, size_t n) {
   GRID_STRIDE(i, n) h[i] = g[i] * sigmoidf(g[i]) * u[i];
 }
-__global__ void k_swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, size_t n) {
+// add: dg, du += …; else = … (their old contents are not read)
+__global__ void k_swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, size_t n,
+                                  bool add) {
   GRID_STRIDE(i, n) {
     const float sg = sigmoidf(g[i]);
-    if (dg) dg[i] += dh[i] * u[i] * sg * (1.0f + g[i] * (1.0f - sg));
-    if (du) du[i] += dh[i] * g[i] * sg;
+    const float dgi = dh[i] * u[i] * sg * (1.0f + g[i] * (1.0f - sg)), dui = dh[i] * g[i] * sg;
+    if (dg) dg[i] = add ? dg[i] + dgi : dgi;
+    if (du) du[i] = add ? du[i] + dui : dui;
   }
 }
 
@@ -213,10 +216,11 @@ void swiglu_forward(float* h, const float* g, const float* u, int T, int F) {
   k_swiglu_forward<<<blocks_for(n), threads>>>(h, g, u, n);
   check_launch("swiglu_forward");
 }
-void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, int T, int F) {
+void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, int T, int F,
+                     Grad mode) {
   const size_t n = size_t(T) * F;
   if (!n) return;
-  k_swiglu_backward<<<blocks_for(n), threads>>>(dg, du, dh, g, u, n);
+  k_swiglu_backward<<<blocks_for(n), threads>>>(dg, du, dh, g, u, n, mode == Grad::add);
   check_launch("swiglu_backward");
 }
 void adamw(float* p, const float* g, float* m, float* v, size_t n, float lr, float b1, float b2,

@@ -8,7 +8,7 @@
 
 #include <cuda_bf16.h>
 
-#include "kernels/backend.h"  // KvRing
+#include "kernels/backend.h"  // Grad, KvRing
 
 namespace longctx::cuda {
 
@@ -38,7 +38,7 @@ void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const floa
 void rope(float* x, const int32_t* pos, int T, int nh, int D, float theta, double sign);
 void swiglu_forward(float* h, const float* gate, const float* up, int T, int F);
 void swiglu_backward(float* dgate, float* dup, const float* dh, const float* gate,
-                     const float* up, int T, int F);
+                     const float* up, int T, int F, Grad mode);
 // bc1 = 1 − β1^step, bc2 = 1 − β2^step (computed by the caller, as ref.h does, in fp32)
 void adamw(float* param, const float* grad, float* m, float* v, size_t n, float lr, float beta1,
            float beta2, float eps, float weight_decay, float bc1, float bc2);

@@ -13,6 +13,9 @@
 //             the band: Sᵀ = K Qᵀ, dPᵀ = V dOᵀ (SS), Pᵀ and dZᵀ = Pᵀ(1−Pᵀ)dPᵀ in registers,
 //             dV += Pᵀ dO, dK += dZᵀ Q (RS), dZᵀ → shared memory, dQ = dZ K (SS, A M-major)
 //             → fp32 atomics (red.global.add.v2.f32) into a workspace; a last kernel converts it.
+//             The score function is a template parameter: σ (SWAT) or softmax, p = exp(z − lse_m)
+//             and dZ = P(dP − Δ_m) with the row statistics lse_m (the forward's) and
+//             Δ_m = dO_m·O_m (a pre-kernel, FlashAttention-2's preprocessing step).
 // Masking: with lo(m) = max(m−w+1, doc_start(m)), pair (m,n) is live iff lo(m) ≤ n ≤ m;
 // equivalently with hi(n) = min(n+w−1, doc_end(n)−1): n ≤ m ≤ hi(n). Both are monotone, so a
 // tile's live range is known from its corners, and tiles fully inside the band skip the mask.
@@ -22,6 +25,8 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+
+#include "warp.cuh"
 
 namespace longctx::cuda {
 namespace {
@@ -52,6 +57,12 @@ __device__ __forceinline__ float tanh_approx(float x) {
 // σ(2x) = 0.5 + 0.5·tanh(x): one MUFU op.
 __device__ __forceinline__ float sigmoid_of_twice(float x) {
   return fmaf(0.5f, tanh_approx(x), 0.5f);
+}
+// 2^x: one MUFU op
+__device__ __forceinline__ float exp2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
 }
 
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
@@ -266,9 +277,10 @@ struct Params {
   const __nv_bfloat16 *q, *k, *v, *dout;
   __nv_bfloat16 *out, *dk, *dv;
   float* dq_acc;
+  const float *lse2, *delta;  // softmax backward: row statistics [H][ld_stats] (softmax_row_stats)
   const int* cu;
   const float* slopes;
-  int T, H, Hkv, n_docs, w;
+  int T, H, Hkv, n_docs, w, ld_stats;
   float bias, scale;
   bool accumulate;
 };
@@ -568,19 +580,50 @@ __global__ void __launch_bounds__(128 * NWG, MINB) swat_fwd_v2(Params p) {
 // keeps dK, dV for them in registers over the query heads of the GQA group and the query tiles
 // (BM = 64 rows) of the band. Per query tile:
 //   Sᵀ = K Qᵀ, dPᵀ = V dOᵀ          (wgmma, operands in shared memory)
-//   Pᵀ = σ(Sᵀ), dZᵀ = Pᵀ(1−Pᵀ)dPᵀ   (registers)
+//   Pᵀ = p(Zᵀ), dZᵀ = Score::dz      (registers)
 //   dV += Pᵀ dO, dK += dZᵀ Q         (wgmma, A from registers, B N-major from shared memory)
 //   dZᵀ → shared memory; dQ[:, wg's D/NWG columns] = dZ K over all 64·NWG keys (wgmma, A M-major)
 //   dQ → fp32 atomics (red.global.add.v2.f32) into the workspace.
-template <int D, int NWG>
-struct BwdV2 {
-  static constexpr int BN = 64 * NWG, BM = 64, NT = 128 * NWG;
-  static constexpr int kSmem = (2 * BN * D + 4 * BM * D + BN * BM) * 2 + 1024;
+// The score function (Score, below) sees x = kZ·z_mn − (row term of query m), z with the ALiBi
+// term and bias; softmax's row statistics ride the Q/dO ring (2 × BM floats per query tile).
+
+// SWAT: p = σ(z) = σ(2x) with x = z/2 (one MUFU op), dz = p(1−p)·dp.
+struct SigmoidScore {
+  static constexpr bool kRowStats = false;
+  static constexpr float kZ = 0.5f;
+  __device__ static float p(float x) { return sigmoid_of_twice(x); }
+  __device__ static float dz(float p, float dp, float) { return dp * fmaf(-p, p, p); }
+};
+// Softmax: p = exp(z − lse_m) = 2^x with x = z·log2e − lse_m·log2e (one MUFU op),
+// dz = p(dp − Δ_m), Δ_m = Σ_n p_mn dp_mn = dO_m·O_m (FlashAttention-2, Alg. 2).
+struct SoftmaxScore {
+  static constexpr bool kRowStats = true;
+  static constexpr float kZ = 1.4426950408889634f;  // log2 e
+  __device__ static float p(float x) { return exp2_approx(x); }
+  __device__ static float dz(float p, float dp, float delta) { return p * (dp - delta); }
 };
 
-template <int D, int NWG>
+template <int D, int NWG, class Score>
+struct BwdV2 {
+  static constexpr int BN = 64 * NWG, BM = 64, NT = 128 * NWG;
+  static constexpr int kStats = Score::kRowStats ? 2 * 2 * BM * 4 : 0;  // [2][lse2, Δ][BM] floats
+  static constexpr int kSmem = (2 * BN * D + 4 * BM * D + BN * BM) * 2 + kStats + 1024;
+};
+
+// cp.async of query tile m0's softmax row statistics of head h: lse2 then Δ, BM floats each
+// (the rows are padded to ld_stats ≥ m0 + BM, so every 16-byte chunk is in range).
+template <int BM>
+__device__ __forceinline__ void load_stats(float* dst, const Params& p, int h, int m0) {
+  constexpr int CH = BM / 4;
+  const int i = threadIdx.x;
+  if (i >= 2 * CH) return;
+  const float* src = (i < CH ? p.lse2 : p.delta) + static_cast<long>(h) * p.ld_stats + m0;
+  cp_async16(smem_u32(dst + (i / CH) * BM + 4 * (i % CH)), src + 4 * (i % CH), 16);
+}
+
+template <int D, int NWG, class Score>
 __global__ void __launch_bounds__(128 * NWG, 1) swat_bwd_v2(Params p) {
-  using C = BwdV2<D, NWG>;
+  using C = BwdV2<D, NWG, Score>;
   constexpr int BN = C::BN, BM = C::BM, NT = C::NT, DQN = D / NWG;
   static_assert(DQN == 32 || DQN == 64, "dQ columns per warpgroup");
   extern __shared__ unsigned char smem_raw[];
@@ -590,6 +633,7 @@ __global__ void __launch_bounds__(128 * NWG, 1) swat_bwd_v2(Params p) {
   __nv_bfloat16* sQ = sV + BN * D;        // [2][BM*D]
   __nv_bfloat16* sdO = sQ + 2 * BM * D;   // [2][BM*D]
   __nv_bfloat16* sdS = sdO + 2 * BM * D;  // dZᵀ [BN keys][BM queries], 128-byte swizzle
+  float* sStat = reinterpret_cast<float*>(sdS + BN * BM);  // softmax: [2][lse2, Δ][BM]
 
   const int T = p.T, w = p.w, H = p.H, G = H / p.Hkv;
   const int hk = blockIdx.y;
@@ -617,12 +661,14 @@ __global__ void __launch_bounds__(128 * NWG, 1) swat_bwd_v2(Params p) {
 #pragma unroll
     for (int i = 0; i < 2; ++i) r_hi[i] = r_n[i] < T ? query_hi(p.cu, p.n_docs, r_n[i], w) : -1;
   }
-  const float hs = 0.5f * p.scale;
+  constexpr float kZ = Score::kZ;
+  const float hs = kZ * p.scale;
 
   load_tile128<D, BN, NT>(sK, p.k + static_cast<long>(hk) * D, n0, T, ldk);
   load_tile128<D, BN, NT>(sV, p.v + static_cast<long>(hk) * D, n0, T, ldk);
   load_tile128<D, BM, NT>(sQ, p.q + static_cast<long>(hk * G) * D, m_first, T, ldq);
   load_tile128<D, BM, NT>(sdO, p.dout + static_cast<long>(hk * G) * D, m_first, T, ldq);
+  if constexpr (Score::kRowStats) load_stats<BM>(sStat, p, hk * G, m_first);
   cp_async_commit();
 
   const uint32_t k_addr = smem_u32(sK) + wg * 64 * 128, v_addr = smem_u32(sV) + wg * 64 * 128;
@@ -649,10 +695,13 @@ __global__ void __launch_bounds__(128 * NWG, 1) swat_bwd_v2(Params p) {
                               T, ldq);
       load_tile128<D, BM, NT>(sdO + b * BM * D, p.dout + static_cast<long>(hn) * D,
                               m_first + mn * BM, T, ldq);
+      if constexpr (Score::kRowStats) load_stats<BM>(sStat + b * 2 * BM, p, hn, m_first + mn * BM);
     }
     cp_async_commit();
     const uint32_t q_addr = smem_u32(sQ + (it & 1) * BM * D);
     const uint32_t do_addr = smem_u32(sdO + (it & 1) * BM * D);
+    const float* lse2 = sStat + (it & 1) * 2 * BM;  // softmax: this tile's row statistics
+    const float* delta = lse2 + BM;
     const float slope = p.slopes[h];
 
     const bool live = wg_on && m0 + BM - 1 >= wn0 && m0 <= hi_max;
@@ -673,34 +722,41 @@ __global__ void __launch_bounds__(128 * NWG, 1) swat_bwd_v2(Params p) {
       fence_regs<BM / 2>(st);
       fence_regs<BM / 2>(dpt);
       const bool full = m0 >= wn_last && m0 + BM - 1 <= hi_min;
-      const float col_step = 4.0f * slope;
+      const float col_step = 8.0f * kZ * slope;
       float rc[2][2];
 #pragma unroll
       for (int r = 0; r < 2; ++r)
 #pragma unroll
         for (int e = 0; e < 2; ++e)
-          rc[r][e] = 0.5f * p.bias + 0.5f * slope * static_cast<float>(m0 - r_n[r]) +
-                     0.5f * slope * static_cast<float>(2 * t4 + e);
+          rc[r][e] = kZ * p.bias + kZ * slope * static_cast<float>(m0 - r_n[r]) +
+                     kZ * slope * static_cast<float>(2 * t4 + e);
       // the mask test only on tiles that cross the band's edge (a uniform branch)
-      auto sigma = [&]<bool MASK>() {
+      auto score = [&]<bool MASK>() {
 #pragma unroll
         for (int jj = 0; jj < BM / 8; ++jj) {
+          // softmax: the row statistics of queries jj·8 + 2·t4 + {0, 1}
+          [[maybe_unused]] float2 l2{}, dl{};
+          if constexpr (Score::kRowStats) {
+            l2 = *reinterpret_cast<const float2*>(lse2 + jj * 8 + 2 * t4);
+            dl = *reinterpret_cast<const float2*>(delta + jj * 8 + 2 * t4);
+          }
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
-            const float x = fmaf(st[jj * 4 + e], hs, fmaf(static_cast<float>(jj), col_step, rc[e >> 1][e & 1]));
-            float pv = sigmoid_of_twice(x);
+            float x = fmaf(st[jj * 4 + e], hs, fmaf(static_cast<float>(jj), col_step, rc[e >> 1][e & 1]));
+            if constexpr (Score::kRowStats) x -= (e & 1) ? l2.y : l2.x;
+            float pv = Score::p(x);
             if constexpr (MASK) {
               const int m = m0 + jj * 8 + 2 * t4 + (e & 1);
               const int r = e >> 1;
               if (m < r_n[r] || m > r_hi[r]) pv = 0.f;
             }
             st[jj * 4 + e] = pv;
-            dpt[jj * 4 + e] *= fmaf(-pv, pv, pv);  // dZ = p(1−p)·dP
+            dpt[jj * 4 + e] = Score::dz(pv, dpt[jj * 4 + e], (e & 1) ? dl.y : dl.x);
           }
         }
       };
-      if (full) sigma.template operator()<false>();
-      else sigma.template operator()<true>();
+      if (full) score.template operator()<false>();
+      else score.template operator()<true>();
       uint32_t pa[BM / 16][4], za[BM / 16][4];
 #pragma unroll
       for (int kk = 0; kk < BM / 16; ++kk) {
@@ -808,6 +864,37 @@ __global__ void dq_convert(__nv_bfloat16* dq, const float* acc, long n4, bool ac
   }
 }
 
+// Softmax backward's row statistics (FlashAttention-2 Alg. 2's preprocessing), one warp per
+// (query m, head h), head-major [H][ld] for the kernel's 16-byte loads:
+//   lse2[h][m] = lse_mh·log2e (p = 2^(z·log2e − lse2)),
+//   delta[h][m] = Δ_mh = Σ_d dout_mhd·out_mhd;   the padding rows T ≤ m < ld are 0.
+template <int D>
+__global__ void softmax_row_stats(float* lse2, float* delta, const float* lse,
+                                  const __nv_bfloat16* out, const __nv_bfloat16* dout, int T, int H,
+                                  int ld) {
+  const long row = blockIdx.x * static_cast<long>(blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x & 31;
+  if (row >= static_cast<long>(ld) * H) return;
+  const int m = static_cast<int>(row / H), h = static_cast<int>(row % H);
+  float l = 0.f, dsum = 0.f;
+  if (m < T) {
+    const __nv_bfloat162* o2 = reinterpret_cast<const __nv_bfloat162*>(out + row * D);
+    const __nv_bfloat162* d2 = reinterpret_cast<const __nv_bfloat162*>(dout + row * D);
+#pragma unroll
+    for (int j = 0; j < D / 64; ++j) {
+      const float2 o = __bfloat1622float2(o2[lane + 32 * j]);
+      const float2 d = __bfloat1622float2(d2[lane + 32 * j]);
+      dsum = fmaf(o.x, d.x, fmaf(o.y, d.y, dsum));
+    }
+    dsum = warp_sum(dsum);
+    l = lse[row] * SoftmaxScore::kZ;
+  }
+  if (lane == 0) {
+    lse2[static_cast<long>(h) * ld + m] = l;
+    delta[static_cast<long>(h) * ld + m] = dsum;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // host side
 
@@ -909,14 +996,48 @@ void launch_fwd(const Params& p, cudaStream_t s) {
   check_launch("swat_forward");
 }
 
-template <int D>
+template <int D, class Score>
 void launch_bwd(const Params& p, cudaStream_t s) {
-  using C = BwdV2<D, 2>;
-  cudaFuncSetAttribute(swat_bwd_v2<D, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
+  using C = BwdV2<D, 2, Score>;
+  cudaFuncSetAttribute(swat_bwd_v2<D, 2, Score>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                       C::kSmem);
   dim3 grid((p.T + C::BN - 1) / C::BN, p.Hkv);
-  swat_bwd_v2<D, 2><<<grid, C::NT, C::kSmem, s>>>(p);
-  check_launch("swat_backward");
+  swat_bwd_v2<D, 2, Score><<<grid, C::NT, C::kSmem, s>>>(p);
 }
+
+// Backward parameters (the arguments checked, dq_acc at the workspace's start).
+Params bwd_params(const SwatArgs& a, const __nv_bfloat16* dout, __nv_bfloat16* dq,
+                  __nv_bfloat16* dk, __nv_bfloat16* dv, bool accumulate, void* workspace,
+                  const char* fn) {
+  check_args(a, fn);
+  if (!dout || !dq || !dk || !dv || !workspace)
+    throw std::invalid_argument(std::string("longctx::cuda::") + fn +
+                                ": dout, dq, dk, dv and workspace must be device pointers");
+  Params p = make_params(a);
+  p.dout = dout;
+  p.dk = dk;
+  p.dv = dv;
+  p.dq_acc = static_cast<float*>(workspace);
+  p.accumulate = accumulate;
+  return p;
+}
+
+// dq_acc = 0, the backward kernel with score function Score, dq = dq_acc (bf16; += with accumulate)
+template <class Score>
+void run_bwd(const Params& p, int D, __nv_bfloat16* dq, cudaStream_t stream, const char* fn) {
+  const size_t bytes = static_cast<size_t>(p.T) * p.H * D * sizeof(float);
+  if (cudaMemsetAsync(p.dq_acc, 0, bytes, stream) != cudaSuccess) check_launch(fn);
+  if (D == 64) launch_bwd<64, Score>(p, stream);
+  else launch_bwd<128, Score>(p, stream);
+  check_launch(fn);
+  const long n4 = static_cast<long>(bytes / 16);
+  const int blocks = static_cast<int>((n4 + 255) / 256 < 4096 ? (n4 + 255) / 256 : 4096);
+  dq_convert<<<blocks, 256, 0, stream>>>(dq, p.dq_acc, n4, p.accumulate);
+  check_launch((std::string(fn) + " (dq)").c_str());
+}
+
+// softmax_backward's row statistics: rows padded to whole query tiles (64)
+int stats_ld(int T) { return (T + 63) / 64 * 64; }
 
 }  // namespace
 
@@ -935,24 +1056,34 @@ size_t swat_backward_workspace_bytes(const SwatArgs& a) {
 void swat_backward(const SwatArgs& a, const __nv_bfloat16* dout, __nv_bfloat16* dq,
                    __nv_bfloat16* dk, __nv_bfloat16* dv, bool accumulate, void* workspace,
                    cudaStream_t stream) {
-  check_args(a, "swat_backward");
-  if (!dout || !dq || !dk || !dv || !workspace)
+  const Params p = bwd_params(a, dout, dq, dk, dv, accumulate, workspace, "swat_backward");
+  run_bwd<SigmoidScore>(p, a.D, dq, stream, "swat_backward");
+}
+
+size_t softmax_backward_workspace_bytes(const SwatArgs& a) {
+  const size_t stats = 2 * static_cast<size_t>(a.H) * stats_ld(a.T);  // lse2 and Δ
+  return swat_backward_workspace_bytes(a) + stats * sizeof(float);
+}
+
+void softmax_backward(const SwatArgs& a, const float* lse, const __nv_bfloat16* dout,
+                      __nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv, bool accumulate,
+                      void* workspace, cudaStream_t stream) {
+  Params p = bwd_params(a, dout, dq, dk, dv, accumulate, workspace, "softmax_backward");
+  if (!a.out || !lse)
     throw std::invalid_argument(
-        "longctx::cuda::swat_backward: dout, dq, dk, dv and workspace must be device pointers");
-  Params p = make_params(a);
-  p.dout = dout;
-  p.dk = dk;
-  p.dv = dv;
-  p.dq_acc = static_cast<float*>(workspace);
-  p.accumulate = accumulate;
-  const size_t bytes = swat_backward_workspace_bytes(a);
-  if (cudaMemsetAsync(workspace, 0, bytes, stream) != cudaSuccess) check_launch("swat_backward");
-  if (a.D == 64) launch_bwd<64>(p, stream);
-  else launch_bwd<128>(p, stream);
-  const long n4 = static_cast<long>(bytes / 16);
-  const int blocks = static_cast<int>((n4 + 255) / 256 < 4096 ? (n4 + 255) / 256 : 4096);
-  dq_convert<<<blocks, 256, 0, stream>>>(dq, p.dq_acc, n4, accumulate);
-  check_launch("swat_backward (dq)");
+        "longctx::cuda::softmax_backward: out and lse must be device pointers");
+  p.bias = 0.f;  // softmax has no sigmoid bias
+  p.ld_stats = stats_ld(a.T);
+  float* lse2 = p.dq_acc + static_cast<size_t>(a.T) * a.H * a.D;
+  float* delta = lse2 + static_cast<size_t>(a.H) * p.ld_stats;
+  p.lse2 = lse2;
+  p.delta = delta;
+  const long rows = static_cast<long>(p.ld_stats) * a.H;  // one warp each, 8 per block
+  const int blocks = static_cast<int>((rows + 7) / 8);
+  auto stats = a.D == 64 ? softmax_row_stats<64> : softmax_row_stats<128>;
+  stats<<<blocks, 256, 0, stream>>>(lse2, delta, lse, a.out, dout, a.T, a.H, p.ld_stats);
+  check_launch("softmax_backward (row statistics)");
+  run_bwd<SoftmaxScore>(p, a.D, dq, stream, "softmax_backward");
 }
 
 }  // namespace longctx::cuda

@@ -1,4 +1,5 @@
-// Fused SWAT attention (DESIGN.md §2.1, SWAT paper Eq. 3–4) on NVIDIA Hopper (sm_90a).
+// Fused SWAT attention (DESIGN.md §2.1, SWAT paper Eq. 3–4) on NVIDIA Hopper (sm_90a), and the
+// softmax variant's backward on the same kernel (softmax_backward).
 //
 //   z_mn = q_m·k_n·scale + s_h·(m−n) + b ,  p_mn = σ(z_mn) ,  o_m = Σ_{n∈W(m)} p_mn v_n
 //   W(m) = {n : m−w < n ≤ m, n in m's document}   (no normalisation, no row statistics)
@@ -46,5 +47,16 @@ size_t swat_backward_workspace_bytes(const SwatArgs& a);
 void swat_backward(const SwatArgs& a, const __nv_bfloat16* dout, __nv_bfloat16* dq,
                    __nv_bfloat16* dk, __nv_bfloat16* dv, bool accumulate, void* workspace,
                    cudaStream_t stream);
+
+// Softmax sliding-window attention (DESIGN.md §2.1, `attention: softmax`), backward only, by the
+// same kernel with the score function p_mn = exp(z_mn − lse_m) over W(m), z without the sigmoid
+// bias (a.bias is not read):  dz_mn = p_mn (dp_mn − Δ_m),  Δ_m = Σ_d dout_md·out_md.
+// a.out is the forward's output (bf16, read for Δ); lse (T,H) fp32 on the device, the forward's
+// natural-log row log-sum-exp of z. The rest as swat_backward, with a larger workspace:
+// softmax_backward_workspace_bytes(a) bytes (the dq accumulator, then Δ and lse·log2e per row).
+size_t softmax_backward_workspace_bytes(const SwatArgs& a);
+void softmax_backward(const SwatArgs& a, const float* lse, const __nv_bfloat16* dout,
+                      __nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv, bool accumulate,
+                      void* workspace, cudaStream_t stream);
 
 }  // namespace longctx::cuda

@@ -1,7 +1,7 @@
 // fp32 sliding-window attention on the GPU (ops.h): SWAT (σ) and softmax, any head dim ≤ 256,
 // documents (cu_seqlens), GQA, ALiBi, queries after a KV cache (Tk > T, forward), a decode batch
 // over KV rings (forward); W(m) = [lo, m] as kernels/cpu/ref.h (DESIGN.md §2.1). The model uses the wgmma kernel (swat_attention.cu) for
-// SWAT training at D 64/128; this file serves the rest, inference above all.
+// SWAT training and the softmax backward at D 64/128; this file serves the rest, inference above all.
 //   Forward, FlashDecoding-style (Dao et al. 2023): a CTA takes a tile of queries of one head and
 //   a split of the keys their windows cover; K/V tiles go to shared memory by cp.async (double
 //   buffered), lanes score one key each, then accumulate P·V one head dim each; splits are merged
@@ -9,7 +9,8 @@
 //   the splits, chunked prefill from the query tiles (K/V reused by 8–32 queries). A decode batch
 //   over rings (WindowArgs::rings) is the same kernel with one sequence's query per CTA, its keys
 //   read in place from slot n % C of its ring; the CTAs of split 0 store the new entries.
-//   Backward: one warp per (query, head) walks W(m) key by key; dk, dv by atomics.
+//   Backward (head dims other than 64/128 only): one warp per (query, head) walks W(m) key by
+//   key; dk, dv by atomics.
 #include <algorithm>
 #include <climits>
 #include <cmath>
