@@ -130,6 +130,33 @@ TEST(Engine, BatchedDecodeEqualsAlone) {
   EXPECT_LE(max_rel_err(&lg[size_t(2) * V], one.data(), V), 1e-5);
 }
 
+// Several prefill segments after the decode rows in one forward (their last rows move up to
+// rows n_dec.. of the stream before the head): each equals its sequence alone.
+TEST(Engine, SeveralPrefillSegmentsInOneStep) {
+  auto m = make_model(tiny_config(AttnKind::swat, 16));
+  const int V = m->config.vocab_size;
+  Engine e(*m, {});
+  auto p = random_tokens(40, V, 21);
+  KvCache dec = e.new_cache(), dec_alone = e.new_cache();
+  std::vector<float> one(V);
+  e.prefill(dec, p.data(), 20, one.data());
+  e.prefill(dec_alone, p.data(), 20, one.data());
+  const int lens[3] = {7, 1, 4};
+  std::vector<KvCache> pre, alone;
+  for (int i = 0; i < 3; i++) pre.push_back(e.new_cache()), alone.push_back(e.new_cache());
+  std::vector<Segment> segs = {{&dec, &p[20], 1}, {&pre[0], &p[21], lens[0]}, {&pre[1], &p[28], lens[1]},
+                               {&pre[2], &p[29], lens[2]}};
+  std::vector<float> lg(4 * V);
+  e.forward(segs.data(), 4, lg.data());
+  Segment d{&dec_alone, &p[20], 1};
+  e.forward(&d, 1, one.data());
+  EXPECT_LE(max_rel_err(lg.data(), one.data(), V), 1e-5) << "decode row";
+  for (int i = 0; i < 3; i++) {
+    e.prefill(alone[i], segs[i + 1].tokens, lens[i], one.data());
+    EXPECT_LE(max_rel_err(&lg[size_t(i + 1) * V], one.data(), V), 1e-5) << "prefill segment " << i;
+  }
+}
+
 namespace {
 struct Collect {
   std::vector<std::vector<int32_t>> out;
@@ -177,6 +204,46 @@ TEST(Scheduler, SamplesSharingOnePrefillEqualSeparateRequests) {
   generate(*m, g, 10, sm, -1, 1 << 20, nullptr);
   EXPECT_EQ(std::vector<int32_t>(g.begin() + 37, g.end()), greedy.out[0]);
   EXPECT_EQ(greedy.out[0], greedy.out[1]);
+}
+
+// One scheduler serves requests of different lengths over a small batch, so finished sequences'
+// caches (grown, with stale entries; a wrapped ring for SWAT) serve later prompts and samples:
+// every sample equals the same request on a fresh scheduler, few caches are new, and the counters
+// add up.
+TEST(Scheduler, RecycledCachesGiveTheSameSamples) {
+  for (AttnKind kind : {AttnKind::swat, AttnKind::softmax}) {
+    auto m = make_model(tiny_config(kind, kind == AttnKind::swat ? 16 : 1 << 20));
+    EngineOptions opt;
+    opt.chunk = 8, opt.max_context = 128;
+    Engine e(*m, opt);
+    const int lens[5] = {37, 5, 50, 12, 23}, ns[5] = {3, 2, 1, 4, 2}, max_tokens[5] = {12, 20, 6, 9, 15};
+    std::vector<Collect> together(5), alone(5);  // sized once: the callbacks point into them
+    Scheduler s(e, 4);
+    int64_t decode_rows = 0, prefill_rows = 0, samples = 0;
+    for (int r = 0; r < 5; r++) {
+      s.submit(together[r].req(random_tokens(lens[r], 97, 40 + r), ns[r], max_tokens[r], 0.9f, 7 * r));
+      decode_rows += ns[r] * (max_tokens[r] - 1);  // the first token comes from the prefill's logits
+      prefill_rows += lens[r], samples += ns[r];
+    }
+    s.run_until_idle();
+    for (int r = 0; r < 5; r++) {
+      Scheduler fresh(e, 4);
+      fresh.submit(alone[r].req(random_tokens(lens[r], 97, 40 + r), ns[r], max_tokens[r], 0.9f, 7 * r));
+      fresh.run_until_idle();
+      EXPECT_EQ(together[r].out, alone[r].out) << to_string(kind) << " request " << r;
+      EXPECT_EQ(fresh.counters().caches_allocated, ns[r]);
+    }
+    const StepCounters& c = s.counters();
+    EXPECT_EQ(c.caches_used, samples);
+    EXPECT_LE(c.caches_allocated, 5) << "at most a batch of 4 and one prefill at a time";
+    EXPECT_EQ(c.decode_rows, decode_rows);
+    EXPECT_EQ(c.prefill_rows, prefill_rows);
+    EXPECT_EQ(c.steps, s.stats().steps);
+    EXPECT_LE(c.max_decode_rows, 4);
+    EXPECT_GT(c.full_steps, 0);
+    EXPECT_GT(c.forward_s, 0.0);
+    EXPECT_GE(c.step_s, c.forward_s + c.sample_s + c.cache_s + c.emit_s);
+  }
 }
 
 TEST(Scheduler, ContinuousBatchingThreadedCancelAndErrors) {

@@ -174,6 +174,32 @@ TEST_F(RepsSample, LocalWritesEveryPathWithItsSeed) {
   EXPECT_NE(f.out.find("\"samples\": 12"), std::string::npos) << f.out;
 }
 
+// --engine-stats prints the scheduler's counters; --profile-ops adds the per-op table (also on
+// `generate`). The records are the same either way (the profiled table computes the same ops).
+TEST_F(RepsSample, EngineStatsAndOpProfile) {
+  TempDir t("rs_prof");
+  ASSERT_EQ(run_cli(local(t.file("plain.jsonl"), "--quiet")).code, 0);
+  const auto st = run_cli(local(t.file("stats.jsonl"), "--quiet --engine-stats"));
+  ASSERT_EQ(st.code, 0) << st.out;
+  for (const char* want : {"engine: ", "decoded tokens/s", "forward (ops + syncs + copies)", "sampling",
+                           "KV caches: 12 used"})  // 3 questions x 4 samples
+    EXPECT_NE(st.out.find(want), std::string::npos) << want << "\n" << st.out;
+  EXPECT_EQ(st.out.find("matmul_forward"), std::string::npos) << st.out;
+  const auto pr = run_cli(local(t.file("prof.jsonl"), "--quiet --profile-ops"));
+  ASSERT_EQ(pr.code, 0) << pr.out;
+  for (const char* want : {"engine: ", "KV caches: 12 used", "matmul_forward", "decode_attn_forward", "ms/step"})
+    EXPECT_NE(pr.out.find(want), std::string::npos) << want << "\n" << pr.out;
+  const auto gen = run_cli("generate --ckpt " + env->ckpt + " --prompt 'The jury said' --max-tokens 4 --profile-ops");
+  ASSERT_EQ(gen.code, 0) << gen.out;
+  EXPECT_NE(gen.out.find("decode_attn_forward"), std::string::npos) << gen.out;
+  const auto plain = by_key(sample_read(t.file("plain.jsonl")));
+  for (const char* f : {"stats.jsonl", "prof.jsonl"}) {
+    const auto m = by_key(sample_read(t.file(f)));
+    ASSERT_EQ(m.size(), plain.size()) << f;
+    for (const auto& [k, rec] : plain) EXPECT_EQ(m.at(k).text, rec.text) << f << " " << k.first << "/" << k.second;
+  }
+}
+
 TEST_F(RepsSample, ResumeAfterCrashLosesAndDuplicatesNothing) {
   TempDir t("rs_resume");
   const std::string full = t.file("full.jsonl"), out = t.file("s.jsonl");

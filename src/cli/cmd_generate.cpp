@@ -1,9 +1,11 @@
 // `longctx generate`: sample a continuation of a prompt from a checkpoint.
+#include <algorithm>
 #include <cstdio>
 
 #include "cli/commands.h"
 #include "core/error.h"
 #include "infer/generate.h"
+#include "kernels/profile.h"
 #include "model/checkpoint.h"
 #include "tokenizer/tokenizer.h"
 
@@ -14,6 +16,7 @@ void register_generate(CLI::App& app) {
   struct Opts {
     std::string ckpt, prompt, device = "cpu";
     int max_tokens = 100, max_context = 1 << 16;
+    bool profile_ops = false;
     SamplerParams sp;
   };
   auto o = std::make_shared<Opts>();
@@ -29,6 +32,9 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--seed", o->sp.seed, "Sampling seed")->capture_default_str();
   cmd->add_option("--max-context", o->max_context, "Longest context the model attends to")->capture_default_str();
   cmd->add_option("--device", o->device, "Backend: cpu | cpu_ref | cuda")->capture_default_str();
+  cmd->add_flag("--profile-ops", o->profile_ops,
+                "Then print a per-op table on stderr (each op timed between device syncs; ms per generated "
+                "token, the prefill included)");
   cmd->callback([o] {
     LCX_CHECK(o->max_tokens > 0, "--max-tokens must be > 0, got {}", o->max_tokens);
     LoadedModel lm = checkpoint_load(o->ckpt);
@@ -36,8 +42,11 @@ void register_generate(CLI::App& app) {
     LCX_CHECK(tok.vocab_size() == lm.config.vocab_size,
               "{}: tokenizer.model has {} pieces but config.json says vocab_size {}", o->ckpt,
               tok.vocab_size(), lm.config.vocab_size);
+    OpProfile prof;  // before m: the profiled table charges it while m runs
     Model m(lm.config, backend_get(o->device.c_str()));
     m.params.upload(lm.params.data(), lm.params.size());
+    if (o->profile_ops) m.backend = &backend_profiled(*m.backend, prof);
+    int generated = 0;
     Sampler sampler(o->sp);
     std::vector<int32_t> ids = {tok.bos_id()};
     for (int32_t t : tok.encode(o->prompt)) ids.push_back(t);
@@ -47,6 +56,7 @@ void register_generate(CLI::App& app) {
     std::fputs(prompt_text.c_str(), stdout);
     size_t shown = prompt_text.size();
     generate(m, ids, o->max_tokens, sampler, tok.eos_id(), o->max_context, [&](int32_t) {
+      generated++;
       // Decode the whole text each time: pieces may merge across token boundaries.
       std::vector<int32_t> all(ids.begin() + 1, ids.end());
       if (!all.empty() && all.back() == tok.eos_id()) all.pop_back();
@@ -59,6 +69,10 @@ void register_generate(CLI::App& app) {
       return true;
     });
     std::fputs("\n", stdout);
+    if (o->profile_ops) {
+      prof.steps = std::max(1, generated);
+      print_op_table(stderr, prof.to_json());
+    }
   });
 }
 

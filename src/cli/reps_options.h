@@ -43,6 +43,11 @@ struct ModelFlags {
         ->capture_default_str();
     cmd->add_option("--max-context", local.max_context, "Local mode: KV cache bound of a softmax-full model")
         ->capture_default_str();
+    cmd->add_flag("--engine-stats", local.engine_stats,
+                  "Local mode: then print the engine's counters (steps, rows a step, time in forward / sampling / "
+                  "KV caches / callbacks) on stderr");
+    cmd->add_flag("--profile-ops", local.profile_ops,
+                  "Local mode: --engine-stats and a per-op table (every op timed between device syncs: slower)");
     cmd->add_option("--endpoint", ep.url, "Endpoint mode: http://HOST:PORT of an OpenAI-compatible server");
     cmd->add_option("--model", ep.model, "Endpoint mode: model name sent with each request");
     cmd->add_option("--api-key", ep.api_key, "Endpoint mode: sent as 'Authorization: Bearer KEY'");

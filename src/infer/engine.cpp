@@ -3,9 +3,11 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <type_traits>
 
+#include "core/clock.h"
 #include "core/error.h"
 
 namespace longctx {
@@ -25,7 +27,7 @@ void Engine::reserve(int T, int n_segs, int kv_rows) {
   grow(x_, rows * d), grow(ln_, rows * d), grow(rstd_, rows), grow(mid_, T * d);
   grow(q_, T * qd), grow(att_, T * qd), grow(k_, T * kvd), grow(v_, T * kvd);
   grow(lse_, size_t(T) * c.num_attention_heads);
-  grow(gate_, T * F), grow(up_, T * F), grow(h_, T * F), grow(last_, n_segs * d);
+  grow(gate_, T * F), grow(up_, T * F), grow(h_, T * F);
   if (be.device) grow(logits_, size_t(n_segs) * c.vocab_size);
   grow(tokens_, size_t(T)), grow(pos_, size_t(T));
   if (host_tokens_.size() < size_t(T)) host_tokens_.resize(T), host_pos_.resize(T);
@@ -38,7 +40,7 @@ void Engine::reserve(int T, int n_segs, int kv_rows) {
 
 size_t Engine::scratch_bytes() const {
   size_t n = 0;
-  for (const auto* b : {&x_, &ln_, &rstd_, &q_, &k_, &v_, &att_, &lse_, &mid_, &gate_, &up_, &h_, &last_, &logits_})
+  for (const auto* b : {&x_, &ln_, &rstd_, &q_, &k_, &v_, &att_, &lse_, &mid_, &gate_, &up_, &h_, &logits_})
     n += b->size();
   for (size_t i = 0; i < gk_.size(); i++) n += gk_[i].size() + gv_[i].size();
   return n * sizeof(float) + (tokens_.size() + pos_.size()) * sizeof(int32_t) +
@@ -150,17 +152,15 @@ void Engine::forward(const Segment* segs, int n_segs, float* logits) {
                           up_.data(), h_.data(), att_.data(), x, T);
   }
   for (int i = 0; i < n_segs; i++) segs[i].cache->n_past += segs[i].n;
-  // Only the last row of each segment reaches the head (a decode step's rows are just those);
-  // a device sends those n_segs rows back.
-  const float* last = x;
-  if (!decode) {
-    for (int i = 0; i < n_segs; i++)
-      be.copy(last_.data() + size_t(i) * d, x + size_t(off[i] + segs[i].n - 1) * d,
-              sizeof(float) * d, Copy::within);
-    last = last_.data();
-  }
+  // Only the last row of each segment reaches the head, as row i of x: the decode rows are there
+  // already; a longer segment's last row moves up (off[i] ≥ i, and every later segment's rows lie
+  // below row i, so no row is overwritten before it is read). A device sends the n_segs rows'
+  // logits back.
+  for (int i = n_dec; i < n_segs; i++)
+    if (const int last = off[i] + segs[i].n - 1; last != i)
+      be.copy(x + size_t(i) * d, x + size_t(last) * d, sizeof(float) * d, Copy::within);
   float* out = be.device ? logits_.data() : logits;
-  be.rmsnorm_forward(ln_.data(), rstd_.data(), last, w + P.lnf, n_segs, d, c.rms_norm_eps);
+  be.rmsnorm_forward(ln_.data(), rstd_.data(), x, w + P.lnf, n_segs, d, c.rms_norm_eps);
   be.matmul_forward(out, ln_.data(), w + P.lm_head, n_segs, d, V);
   if (be.device) logits_.download(logits, size_t(n_segs) * V);
 }
@@ -286,22 +286,46 @@ bool Scheduler::emit(Seq& s, int32_t token) {
   return false;
 }
 
+KvCache Scheduler::take_cache() {
+  counters_.caches_used++;
+  if (free_caches_.empty()) {
+    counters_.caches_allocated++;
+    return e_.new_cache();
+  }
+  KvCache c = std::move(free_caches_.back());
+  free_caches_.pop_back();
+  return c;
+}
+
+void Scheduler::recycle(KvCache&& c) {
+  c.n_past = 0;
+  free_caches_.push_back(std::move(c));
+}
+
 bool Scheduler::step() {
+  const auto t_step = std::chrono::steady_clock::now();
   const int V = e_.config().vocab_size;
   // Admit the oldest waiting request when its samples fit in the batch (or nothing runs).
+  std::shared_ptr<GenRequest> admit;
   if (!prefill_) {
     std::lock_guard<std::mutex> lk(mu_);
     if (!queue_.empty() && (running_.empty() || int(running_.size()) + queue_.front()->n <= max_batch_)) {
-      prefill_ = std::make_unique<Prefill>(Prefill{queue_.front(), e_.new_cache(), 0});
+      admit = queue_.front();
       queue_.pop_front();
       stats_.waiting = int(queue_.size());
-      stats_.running = int(running_.size()) + prefill_->req->n;
+      stats_.running = int(running_.size()) + admit->n;
     }
+  }
+  if (admit) {
+    const auto t0 = std::chrono::steady_clock::now();
+    prefill_ = std::make_unique<Prefill>(Prefill{std::move(admit), take_cache(), 0});
+    counters_.cache_s += seconds_since(t0);
   }
   // Cancelled requests leave now (a client that disconnected frees its slots).
   for (size_t i = 0; i < running_.size();) {
     if (running_[i]->req->cancelled) {
       if (running_[i]->req->on_finish) running_[i]->req->on_finish(running_[i]->index, Finish::cancelled);
+      recycle(std::move(running_[i]->cache));
       running_.erase(running_.begin() + long(i));
     } else {
       i++;
@@ -310,11 +334,13 @@ bool Scheduler::step() {
   if (prefill_ && prefill_->req->cancelled) {
     GenRequest& r = *prefill_->req;
     if (r.on_finish) for (int i = 0; i < r.n; i++) r.on_finish(i, Finish::cancelled);
+    recycle(std::move(prefill_->cache));
     prefill_.reset();
   }
   if (running_.empty() && !prefill_) {
     std::lock_guard<std::mutex> lk(mu_);
     stats_.running = 0;
+    if (queue_.empty()) free_caches_.clear();  // idle: give the recycled caches' memory back
     return !queue_.empty();
   }
 
@@ -326,34 +352,69 @@ bool Scheduler::step() {
     chunk = int(std::min<int64_t>(e_.options().chunk, int64_t(prompt.size()) - prefill_->done));
     segs.push_back({&prefill_->cache, prompt.data() + prefill_->done, chunk});
   }
-  logits_.resize(segs.size() * size_t(V));
-  e_.forward(segs.data(), int(segs.size()), logits_.data());
+  const int n_dec = int(running_.size());
+  counters_.steps++;
+  counters_.mixed_steps += chunk > 0;
+  counters_.decode_rows += n_dec;
+  counters_.prefill_rows += chunk;
+  counters_.max_decode_rows = std::max(counters_.max_decode_rows, n_dec);
+  counters_.full_steps += n_dec >= max_batch_;
+  if (logits_floats_ < segs.size() * size_t(V)) {
+    logits_floats_ = 2 * segs.size() * size_t(V);  // room for the batch to grow
+    const Backend& be = e_.backend();
+    logits_ = {be.pinned_alloc(logits_floats_ * sizeof(float)), be.pinned_release};
+  }
+  float* logits = static_cast<float*>(logits_.get());
+  auto t0 = std::chrono::steady_clock::now();
+  e_.forward(segs.data(), int(segs.size()), logits);
+  counters_.forward_s += seconds_since(t0);
 
   // Each sequence draws with its own sampler (in parallel: O(V) host work per sequence), then
   // the tokens are emitted in order.
+  t0 = std::chrono::steady_clock::now();
   std::vector<int32_t> drawn(running_.size());
 #pragma omp parallel for schedule(static)
-  for (size_t i = 0; i < running_.size(); i++) drawn[i] = running_[i]->sampler.sample(logits_.data() + i * V, V);
+  for (size_t i = 0; i < running_.size(); i++) drawn[i] = running_[i]->sampler.sample(logits + i * V, V);
+  counters_.sample_s += seconds_since(t0);
+  t0 = std::chrono::steady_clock::now();
   std::vector<std::unique_ptr<Seq>> keep;
   for (size_t i = 0; i < running_.size(); i++)
     if (emit(*running_[i], drawn[i])) keep.push_back(std::move(running_[i]));
+    else recycle(std::move(running_[i]->cache));
   running_ = std::move(keep);
+  counters_.emit_s += seconds_since(t0);
   if (prefill_) {
     prefill_->done += chunk;
     GenRequest& r = *prefill_->req;
     if (prefill_->done == int64_t(r.prompt.size())) {
-      const float* lg = logits_.data() + (segs.size() - 1) * V;
+      const float* lg = logits + (segs.size() - 1) * V;
       for (int i = 0; i < r.n; i++) {  // n samples share the prefill: copy its cache
+        t0 = std::chrono::steady_clock::now();
+        KvCache cache;
+        if (i + 1 < r.n) {
+          cache = take_cache();
+          kv_cache_assign(cache, prefill_->cache);
+        } else {
+          cache = std::move(prefill_->cache);
+        }
+        counters_.cache_s += seconds_since(t0);
         SamplerParams sp = r.sampling;
         sp.seed += uint64_t(i);
-        auto s = std::make_unique<Seq>(Seq{prefill_->req, i, i + 1 < r.n ? prefill_->cache : std::move(prefill_->cache), Sampler(sp), 0, 0});
-        if (emit(*s, s->sampler.sample(lg, V))) running_.push_back(std::move(s));
+        auto s = std::make_unique<Seq>(Seq{prefill_->req, i, std::move(cache), Sampler(sp), 0, 0});
+        t0 = std::chrono::steady_clock::now();
+        const int32_t first = s->sampler.sample(lg, V);
+        counters_.sample_s += seconds_since(t0);
+        t0 = std::chrono::steady_clock::now();
+        if (emit(*s, first)) running_.push_back(std::move(s));
+        else recycle(std::move(s->cache));
+        counters_.emit_s += seconds_since(t0);
       }
       std::lock_guard<std::mutex> lk(mu_);
       stats_.prompt_tokens += int64_t(r.prompt.size());
       prefill_.reset();
     }
   }
+  counters_.step_s += seconds_since(t_step);
   std::lock_guard<std::mutex> lk(mu_);
   stats_.steps++;
   stats_.running = int(running_.size()) + (prefill_ ? prefill_->req->n : 0);

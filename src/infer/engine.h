@@ -12,7 +12,9 @@
 //   Scheduler         continuous batching: requests join and leave between steps; each step is
 //                     one Engine::forward over every running sequence's next token plus one
 //                     prefill chunk of the oldest waiting request. `n` samples of a prompt share
-//                     its prefill (the cache is copied n times).
+//                     its prefill (the cache is copied n times). A finished sequence's cache is
+//                     recycled for the next one while work is queued (no device allocation per
+//                     sequence); StepCounters tell where the steps' time goes.
 // Any backend: caches, activations and scratch live in the backend's memory (Buffer); the host
 // only sends tokens and positions and receives each segment's last-row logits (Backend::copy).
 #pragma once
@@ -50,6 +52,7 @@ class Engine {
   Engine(Model& m, const EngineOptions& opt);
   const Config& config() const { return m_.config; }
   const EngineOptions& options() const { return opt_; }
+  const Backend& backend() const { return *m_.backend; }
   KvCache new_cache() const { return kv_cache_init(m_.config, opt_.max_context, *m_.backend); }
   // Tokens a new sequence may hold in total (prompt + generated).
   int64_t max_sequence() const { return new_cache().room(); }
@@ -66,7 +69,7 @@ class Engine {
   Model& m_;
   EngineOptions opt_;
   int T_max_ = 0;
-  Buffer<float> x_, ln_, rstd_, q_, k_, v_, att_, lse_, mid_, gate_, up_, h_, last_;
+  Buffer<float> x_, ln_, rstd_, q_, k_, v_, att_, lse_, mid_, gate_, up_, h_;
   Buffer<float> logits_;                     // device backends: the logits before the download
   Buffer<int32_t> tokens_, pos_;
   std::vector<int32_t> host_tokens_, host_pos_;
@@ -98,6 +101,25 @@ struct SchedulerStats {
   int running = 0;  // sequences admitted (prefilling or decoding), not yet finished
 };
 
+// What a Scheduler's steps did and where their host wall time went (--engine-stats and
+// --profile-ops of reps sample / judge / eval). forward_s includes the device's work (the logits
+// download waits for it) and a cache's growth (kv_cache_reserve).
+struct StepCounters {
+  int64_t steps = 0;
+  int64_t mixed_steps = 0;      // steps with a prefill chunk (and decode rows, if any)
+  int64_t decode_rows = 0;      // Σ over steps of the sequences decoding one token
+  int64_t prefill_rows = 0;     // Σ over steps of the prefill chunk's tokens
+  int max_decode_rows = 0;
+  int64_t full_steps = 0;       // steps decoding max_batch sequences
+  int64_t caches_used = 0;      // KV caches a prefill or a sample started with
+  int64_t caches_allocated = 0; // of those, new ones (the rest were recycled)
+  double forward_s = 0;         // Engine::forward
+  double sample_s = 0;          // drawing the next tokens from the logits
+  double cache_s = 0;           // KV caches: taking one (new or recycled), copying the prefill's
+  double emit_s = 0;            // the requests' callbacks (on_token, on_finish)
+  double step_s = 0;            // the whole of step() (the rest: admission and bookkeeping)
+};
+
 class Scheduler {
  public:
   Scheduler(Engine& e, int max_batch);
@@ -109,6 +131,8 @@ class Scheduler {
   bool step();                  // one step on the caller's thread; false when idle
   void run_until_idle() { while (step()) {} }
   SchedulerStats stats() const;
+  // The scheduler thread's counters: read them between step() calls, or after stop().
+  const StepCounters& counters() const { return counters_; }
 
  private:
   struct Seq {
@@ -126,6 +150,8 @@ class Scheduler {
   };
   bool emit(Seq& s, int32_t token);  // false: the sequence finished
   void loop();
+  KvCache take_cache();              // a recycled cache (n_past 0) or a new one
+  void recycle(KvCache&& c);
 
   Engine& e_;
   int max_batch_;
@@ -134,10 +160,15 @@ class Scheduler {
   std::deque<std::shared_ptr<GenRequest>> queue_;  // guarded by mu_
   std::vector<std::unique_ptr<Seq>> running_;      // scheduler thread only
   std::unique_ptr<Prefill> prefill_;
+  std::vector<KvCache> free_caches_;               // finished sequences' caches, while work is queued
+  StepCounters counters_;                          // scheduler thread only
   SchedulerStats stats_;                           // guarded by mu_
   std::thread thread_;
   bool stopping_ = false;
-  std::vector<float> logits_;
+  // The step's logits (rows × V) in page-locked host memory: a device backend's download of
+  // them (every step) runs at the bus's speed, not through a staging copy.
+  std::unique_ptr<void, void (*)(void*)> logits_{nullptr, nullptr};
+  size_t logits_floats_ = 0;
 };
 
 }  // namespace longctx

@@ -32,16 +32,10 @@ int64_t KvCache::room() const {
 
 size_t KvCache::bytes() const { return size_t(layers) * 2 * size_t(rows) * kvd * sizeof(float); }
 
-void kv_cache_reserve(KvCache& c, int n) {
-  LCX_CHECK(n <= c.room(), "context of {} tokens exceeds the KV cache ({} tokens: the model's "
-            "window {} and max_context {})", c.n_past + n, c.n_past + c.room(), c.window,
-            c.capacity);
-  const int64_t need = std::min<int64_t>(c.capacity, c.n_past + n);
-  if (need <= c.rows) return;
-  // Grow geometrically; before the first wrap (n_past < capacity) slot p % capacity == p, so
-  // the first `rows` entries move over as they are.
-  const int rows = int(std::min<int64_t>(c.capacity, std::max<int64_t>(need, 2 * int64_t(c.rows))));
-  const size_t keep = sizeof(float) * size_t(c.rows) * c.kvd;
+namespace {
+// Storage of `rows` entries per layer, keeping the filled ones (n_past < rows before a wrap).
+void resize_rows(KvCache& c, int rows) {
+  const size_t keep = sizeof(float) * size_t(std::min<int64_t>(c.n_past, c.rows)) * c.kvd;
   for (auto* kv : {&c.k, &c.v})
     for (Buffer<float>& b : *kv) {
       Buffer<float> grown(*c.be, size_t(rows) * c.kvd);
@@ -49,6 +43,32 @@ void kv_cache_reserve(KvCache& c, int n) {
       b = std::move(grown);
     }
   c.rows = rows;
+}
+}  // namespace
+
+void kv_cache_reserve(KvCache& c, int n) {
+  LCX_CHECK(n <= c.room(), "context of {} tokens exceeds the KV cache ({} tokens: the model's "
+            "window {} and max_context {})", c.n_past + n, c.n_past + c.room(), c.window,
+            c.capacity);
+  const int64_t need = std::min<int64_t>(c.capacity, c.n_past + n);
+  if (need <= c.rows) return;
+  // Grow geometrically; before the first wrap (n_past < capacity) slot p % capacity == p, so
+  // the n_past filled entries move over as they are.
+  resize_rows(c, int(std::min<int64_t>(c.capacity, std::max<int64_t>(need, 2 * int64_t(c.rows)))));
+}
+
+void kv_cache_assign(KvCache& dst, const KvCache& src) {
+  LCX_CHECK(dst.be == src.be && dst.layers == src.layers && dst.kvd == src.kvd && dst.capacity == src.capacity,
+            "kv_cache_assign: the caches belong to different models or backends");
+  dst.n_past = 0;  // nothing of dst's own survives
+  if (dst.rows < src.rows) resize_rows(dst, src.rows);
+  dst.n_past = src.n_past;
+  const size_t bytes = sizeof(float) * size_t(std::min<int64_t>(src.n_past, src.rows)) * src.kvd;
+  if (bytes == 0) return;
+  for (int l = 0; l < src.layers; l++) {
+    src.be->copy(dst.k[l].data(), src.k[l].data(), bytes, Copy::within);
+    src.be->copy(dst.v[l].data(), src.v[l].data(), bytes, Copy::within);
+  }
 }
 
 void kv_cache_gather(const KvCache& c, int l, float* k_out, float* v_out) {

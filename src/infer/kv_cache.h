@@ -36,6 +36,10 @@ struct KvCache {
 KvCache kv_cache_init(const Config& c, int max_context, const Backend& be);
 // Make room for `n` more tokens (throws Error when a bounded cache would overflow).
 void kv_cache_reserve(KvCache& c, int n);
+// dst ← src's tokens (caches of one engine): dst's storage is reused when it has at least src's
+// rows (a recycled cache: the scheduler's n samples of one prefill), else grown; only src's
+// filled slots are copied (a slot beyond them is never read before it is stored).
+void kv_cache_assign(KvCache& dst, const KvCache& src);
 // Copy the n_old() entries before n_past of layer l, oldest first, to k_out/v_out (n_old, kvd)
 // in the backend's memory.
 void kv_cache_gather(const KvCache& c, int l, float* k_out, float* v_out);

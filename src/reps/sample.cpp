@@ -21,6 +21,7 @@
 #include "core/error.h"
 #include "core/progress.h"
 #include "infer/engine.h"
+#include "kernels/profile.h"
 #include "model/checkpoint.h"
 #include "reps/prompt.h"
 #include "tokenizer/tokenizer.h"
@@ -113,6 +114,8 @@ class LocalBackend : public SampleBackend {
     tok_ = Tokenizer::load(lm.dir + "/tokenizer.model");
     model_ = std::make_unique<Model>(lm.config, backend_get(o.device.c_str()));
     model_->params.upload(lm.params.data(), lm.params.size());
+    // --profile-ops: every op through the profiled table (memory ops pass through), timed
+    if (o.profile_ops) model_->backend = &backend_profiled(*model_->backend, prof_);
     EngineOptions eo;
     eo.max_context = o.max_context;
     engine_ = std::make_unique<Engine>(*model_, eo);
@@ -122,14 +125,21 @@ class LocalBackend : public SampleBackend {
     std::map<size_t, Live> live;  // job index → its request's state
     int failed = 0;
     Scheduler sched(*engine_, o_.max_batch);  // after `live`: destroyed first
-    // Enough requests queued to keep the batch full and the next prefill ready, no more (each
-    // holds its prompt's tokens).
-    const size_t window = size_t(std::max(1, o_.max_batch / std::max(1, opt.n))) + 1;
+    // One request queued beyond those admitted, so the scheduler admits the next one as soon as
+    // its samples fit, no more (each holds its prompt's tokens). A request counts until its last
+    // sample ends, so a cap on live requests would starve the batch while they wait on stragglers.
     size_t next = 0;
+    double submit_s = 0;
+    const auto t0 = std::chrono::steady_clock::now();
     for (;;) {
-      while (next < jobs.size() && live.size() < window) submit(jobs, next++, opt, sink, sched, live, failed);
+      const auto ts = std::chrono::steady_clock::now();
+      while (next < jobs.size() && sched.stats().waiting == 0) submit(jobs, next++, opt, sink, sched, live, failed);
+      submit_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
       if (!sched.step() && next >= jobs.size()) break;
     }
+    if (o_.engine_stats || o_.profile_ops)
+      print_profile(sched.counters(), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+                    submit_s);
     LCX_CHECK(failed == 0, "{} samples failed in the engine (not written; rerun to retry them)", failed);
   }
 
@@ -182,7 +192,39 @@ class LocalBackend : public SampleBackend {
     sched.submit(r);
   }
 
+  // --engine-stats / --profile-ops on stderr: the scheduler's counters (then the per-op table,
+  // ms per scheduler step).
+  void print_profile(const StepCounters& c, double wall_s, double submit_s) {
+    const double steps = double(std::max<int64_t>(1, c.steps));
+    const int64_t tokens = c.decode_rows + c.prefill_rows;
+    fmt::print(stderr,
+               "engine: {} steps ({} with a prefill chunk), {:.1f} decoding sequences a step (max {}, {} "
+               "steps at --max-batch {}); {} decoded + {} prefilled tokens in {:.2f} s: {:.0f} decoded tokens/s\n",
+               c.steps, c.mixed_steps, double(c.decode_rows) / steps, c.max_decode_rows, c.full_steps,
+               o_.max_batch, c.decode_rows, c.prefill_rows, wall_s, double(c.decode_rows) / std::max(wall_s, 1e-9));
+    const double other = c.step_s - c.forward_s - c.sample_s - c.cache_s - c.emit_s;
+    auto part = [&](const char* name, double sec) {
+      fmt::print(stderr, "  {:<34}{:>10.2f} s{:>10.3f} ms/step{:>7.1f} %\n", name, sec, 1e3 * sec / steps,
+                 100.0 * sec / std::max(wall_s, 1e-9));
+    };
+    part("forward (ops + syncs + copies)", c.forward_s);
+    part("sampling (host, all threads)", c.sample_s);
+    part("KV caches for the n samples", c.cache_s);
+    part("callbacks (detokenize, write)", c.emit_s);
+    part("other scheduler work", other);
+    part("submitting (tokenize prompts)", submit_s);
+    part("outside the above", wall_s - c.step_s - submit_s);
+    fmt::print(stderr, "  KV caches: {} used, {} allocated (the rest recycled); {:.1f} tokens a step through the "
+               "model\n", c.caches_used, c.caches_allocated, double(tokens) / steps);
+    if (!o_.profile_ops) return;
+    prof_.steps = int(steps);
+    print_op_table(stderr, prof_.to_json());
+    fmt::print(stderr, "ops {:.3f} ms/step (forward's and the KV-cache copies'); forward {:.3f} ms/step\n",
+               1e3 * prof_.seconds() / steps, 1e3 * c.forward_s / steps);
+  }
+
   LocalBackendOptions o_;
+  OpProfile prof_;  // before model_: the profiled table charges it until the model is gone
   Tokenizer tok_;
   std::unique_ptr<Model> model_;
   std::unique_ptr<Engine> engine_;

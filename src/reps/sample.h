@@ -92,6 +92,8 @@ struct LocalBackendOptions {
   int max_batch = 32;
   int max_prompt_tokens = 0;
   int max_context = 1 << 20;  // EngineOptions::max_context (softmax-full models)
+  bool engine_stats = false;  // print the scheduler's counters (StepCounters) on stderr
+  bool profile_ops = false;   // the same and a per-op profile (each op timed between syncs)
 };
 std::unique_ptr<SampleBackend> sample_backend_local(const LocalBackendOptions& o);
 
