@@ -12,6 +12,8 @@
 #include "core/rng.h"
 #include "data/shard.h"
 #include "model/checkpoint.h"
+#include "model/params.h"
+#include "train/optimizer.h"
 #include "train/trainer.h"
 
 namespace fs = std::filesystem;
@@ -123,3 +125,27 @@ TEST(Train, SkipNonFiniteContinues) {
 }
 
 }  // namespace
+
+// adamw_step merges adjacent tensors of equal decay into one update: it must equal one
+// Backend::adamw_update per tensor (the definition), bit for bit, decay and no-decay alike.
+TEST(Train, AdamwStepEqualsOneUpdatePerTensor) {
+  const Config c = config_preset("tiny");
+  const ParamLayout layout = param_layout(c);
+  const Backend& be = backend_cpu();
+  Rng rng(7);
+  std::vector<float> p0(layout.total), g(layout.total);
+  for (size_t i = 0; i < layout.total; i++) p0[i] = rng.normal(), g[i] = rng.normal();
+  std::vector<float> p_ref = p0, m_ref(layout.total), v_ref(layout.total);
+  AdamW opt;
+  opt.weight_decay = 0.1f;
+  std::vector<float> p = p0;
+  for (int step = 1; step <= 2; step++) {
+    adamw_step(be, opt, p.data(), g.data(), layout, 1e-3f);
+    for (const auto& t : layout.tensors)
+      be.adamw_update(p_ref.data() + t.offset, g.data() + t.offset, m_ref.data() + t.offset,
+                      v_ref.data() + t.offset, t.numel, 1e-3f, opt.beta1, opt.beta2, opt.eps,
+                      t.decay ? opt.weight_decay : 0.0f, step);
+  }
+  ASSERT_EQ(0, std::memcmp(p.data(), p_ref.data(), p.size() * sizeof(float)));
+  ASSERT_EQ(0, std::memcmp(opt.m.data(), m_ref.data(), m_ref.size() * sizeof(float)));
+}

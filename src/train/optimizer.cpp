@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 namespace longctx {
 
@@ -12,10 +13,21 @@ void adamw_step(const Backend& be, AdamW& opt, float* params, const float* grads
     opt.v = Buffer<float>(be, layout.total);
   }
   opt.step++;
-  for (const auto& t : layout.tensors)
-    be.adamw_update(params + t.offset, grads + t.offset, opt.m.data() + t.offset,
-                    opt.v.data() + t.offset, t.numel, lr, opt.beta1, opt.beta2, opt.eps,
-                    t.decay ? opt.weight_decay : 0.0f, int(opt.step));
+  // AdamW is elementwise: one update per maximal run of adjacent tensors with the same decay.
+  // The layout stacks each kind over the layers, so that is a few launches, not one per tensor.
+  std::vector<const ParamTensor*> order;
+  for (const auto& t : layout.tensors) order.push_back(&t);
+  std::sort(order.begin(), order.end(),
+            [](const ParamTensor* a, const ParamTensor* b) { return a->offset < b->offset; });
+  for (size_t i = 0; i < order.size();) {
+    const size_t at = order[i]->offset;
+    const bool decay = order[i]->decay;
+    size_t n = 0;
+    for (; i < order.size() && order[i]->offset == at + n && order[i]->decay == decay; i++)
+      n += order[i]->numel;
+    be.adamw_update(params + at, grads + at, opt.m.data() + at, opt.v.data() + at, n, lr,
+                    opt.beta1, opt.beta2, opt.eps, decay ? opt.weight_decay : 0.0f, int(opt.step));
+  }
 }
 
 float lr_at(int64_t step, int64_t warmup, int64_t total, float lr_max, float lr_min) {
