@@ -13,7 +13,7 @@
 # With SFT_STEPS > 0 each pretrained model is then fine-tuned on SFT_Q more exercises (own seed) with
 # `reps sft`: the answer is the only target (outcome supervision, loss on the reply only), and
 # evaluated again with --chat: does a reading signal without the passage's own tokens teach lookup?
-# Knobs: Q (exercises), STEPS, WINDOW, PRESET, BATCH, SEQ, DEVICE, CONFIGS ("name:train flags;…"),
+# Knobs: Q (exercises), STEPS, WINDOW, PRESET, BATCH, SEQ, DEVICE, CONFIGS ("name:train flags[|sft flags];…"),
 # SFT_STEPS, SFT_BATCH, SFT_LR, SFT_Q.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -51,7 +51,9 @@ fi
 IFS=';' read -ra cfgs <<< "$CONFIGS"
 log "pretrain ${#cfgs[@]} $PRESET models side by side: $STEPS steps x $BATCH x $SEQ tokens, window $WINDOW"
 for c in "${cfgs[@]}"; do
-  name=${c%%:*} flags=${c#*:}
+  name=${c%%:*} flags=${c#*:} sft_flags=""
+  if [[ $flags == *"|"* ]]; then sft_flags=${flags#*|} flags=${flags%%|*}; fi
+  [[ $sft_flags == *--lr* ]] || sft_flags="--lr $SFT_LR $sft_flags"
   ( $B train --data "$run/pre" --out "$run/$name" --preset "$PRESET" --window "$WINDOW" $flags --batch "$BATCH" --seq "$SEQ" \
       --steps "$STEPS" --lr 1e-3 --min-lr 1e-4 --warmup 50 --eval-every 250 --device "$DEVICE" --quiet > "$run/$name.log" 2>&1
     for split in test test_unseen seen; do
@@ -61,7 +63,7 @@ for c in "${cfgs[@]}"; do
     [ "$SFT_STEPS" -gt 0 ] || exit 0
     while [ ! -e "$run/sft_q/stats.json" ]; do sleep 2; done
     $B reps sft --ckpt "$run/$name/checkpoint" --data "$run/sft_q/train.jsonl" --train "$run/sft_q/train.jsonl" \
-      --steps "$SFT_STEPS" --lr "$SFT_LR" --batch "$SFT_BATCH" --device "$DEVICE" --out "$run/$name/sft" --quiet >> "$run/$name.log" 2>&1
+      --steps "$SFT_STEPS" --batch "$SFT_BATCH" $sft_flags --device "$DEVICE" --out "$run/$name/sft" --quiet >> "$run/$name.log" 2>&1
     for split in test test_unseen; do
       $B eval --data "$run/reading/0/$split.jsonl" --ckpt "$run/$name/sft/checkpoint" --out "$run/eval/$name/sft_$split" \
         --chat --max-tokens 16 --device "$DEVICE" --max-batch 150 --no-plot --quiet >> "$run/$name.log" 2>&1
