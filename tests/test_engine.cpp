@@ -246,6 +246,52 @@ TEST(Scheduler, RecycledCachesGiveTheSameSamples) {
   }
 }
 
+// A device backend's step draws the decode rows' tokens with Backend::sample_rows on logits left
+// in its memory (Engine::forward_device) when no running sequence cuts: the same tokens as the
+// host path. Here the cpu table marked as a device backend runs that path (the same ops, so the
+// same logits bit for bit); a request with a top-k cut sends its batches' rows to the host path.
+TEST(Scheduler, DeviceSamplingPathDrawsTheHostTokens) {
+  Backend as_device = backend_cpu();
+  as_device.name = "cpu_as_device", as_device.device = true;
+  auto host = make_model(tiny_config(AttnKind::swat, 16));
+  Model dev(host->config, as_device);
+  dev.params.upload(host->params.data(), host->params.size());
+  auto run = [](Model& m, int top_k_of_last, StepCounters& counters) {
+    EngineOptions opt;
+    opt.chunk = 8;
+    Engine e(m, opt);
+    std::vector<Collect> c(3);
+    Scheduler s(e, 6);
+    for (int r = 0; r < 3; r++) {
+      auto req = c[size_t(r)].req(random_tokens(20 + 9 * r, 97, 60 + r), 2, 10, r == 1 ? 0.0f : 0.8f, 3 * r);
+      if (r == 2) req->sampling.top_k = top_k_of_last;
+      s.submit(req);
+    }
+    s.run_until_idle();
+    counters = s.counters();
+    std::vector<std::vector<int32_t>> out;
+    for (const Collect& x : c) out.insert(out.end(), x.out.begin(), x.out.end());
+    return out;
+  };
+  for (int top_k : {0, 5}) {
+    StepCounters on_host, on_device;
+    const auto want = run(*host, top_k, on_host), got = run(dev, top_k, on_device);
+    EXPECT_EQ(got, want) << "top_k " << top_k;
+    EXPECT_EQ(on_host.device_rows, 0);
+    EXPECT_EQ(on_device.decode_rows, on_host.decode_rows);
+    if (top_k == 0)
+      EXPECT_EQ(on_device.device_rows, on_device.decode_rows);
+    else
+      EXPECT_LT(on_device.device_rows, on_device.decode_rows);
+    EXPECT_GT(on_device.device_rows, 0);
+  }
+  Engine e(*host, {});
+  KvCache kc = e.new_cache();
+  const int32_t tok = 1;
+  Segment sg{&kc, &tok, 1};
+  EXPECT_THROW(e.forward_device(&sg, 1), Error);  // a host backend's logits are host memory
+}
+
 TEST(Scheduler, ContinuousBatchingThreadedCancelAndErrors) {
   auto m = make_model(tiny_config(AttnKind::softmax, 1 << 20));
   EngineOptions opt;

@@ -8,6 +8,7 @@
 // Adding an op = adding its cases to all_cases(). Error = max|x − x_ref| / max(1, max|x_ref|).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <climits>
 #include <cmath>
@@ -468,12 +469,39 @@ void add_decode_cases(std::vector<OpCase>& cases) {
   }
 }
 
+// The plain draw of a token per row (sample_rows): tokens compared exactly. Temperatures cycle
+// through greedy, tiny, 0.7, 1, 2; u through 0, just below 1, 1e-7 and random values; rows have
+// ties at the max (greedy takes the first) and −inf logits (weight 0).
+void add_sample_cases(std::vector<OpCase>& cases) {
+  for (const auto& dim : std::vector<std::array<int, 2>>{{1, 1}, {5, 7}, {33, 1000}, {64, 8192}}) {
+    const int rows = dim[0], V = dim[1];
+    auto logits = std::make_shared<Vec>(randn(size_t(rows) * V, 91, 3.0f));
+    auto u = std::make_shared<Vec>(rows), temp = std::make_shared<Vec>(rows);
+    Rng r(92);
+    const float temps[] = {0.0f, 1e-3f, 0.7f, 1.0f, 2.0f};
+    for (int i = 0; i < rows; i++) {
+      (*temp)[i] = temps[i % 5];
+      const float us[] = {r.uniform(), 0.0f, std::nextafter(1.0f, 0.0f), 1e-7f};
+      (*u)[i] = us[i % 7 < 4 ? i % 7 : 0];
+      float* l = logits->data() + size_t(i) * V;
+      if (V > 2 && i % 3 == 0) l[0] = l[V - 1] = *std::max_element(l, l + V);
+      if (V > 4 && i % 4 == 0) l[1] = l[V - 2] = -INFINITY;
+    }
+    cases.push_back({"sample_rows_" + dims({rows, V}), 0.0, false, [=](const Backend& b, float) {
+                       std::vector<int32_t> tokens(size_t(rows), -1);
+                       b.sample_rows(tokens.data(), logits->data(), u->data(), temp->data(), rows, V);
+                       return Outs{{"tokens", Vec(tokens.begin(), tokens.end()), {}}};
+                     }});
+  }
+}
+
 std::vector<OpCase> all_cases() {
   std::vector<OpCase> cases;
   add_attention_cases(cases);
   add_cached_attention_cases(cases);
   add_decode_cases(cases);
   add_dense_cases(cases);
+  add_sample_cases(cases);
   return cases;
 }
 

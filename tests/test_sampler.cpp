@@ -1,5 +1,6 @@
 // Next-token sampler (infer/sampler.h): the drawn frequencies match softmax(logits / T) after the
-// top-k / top-p cut, on the O(V) path (no cut) and the sorted path alike; greedy is argmax.
+// top-k / top-p cut, on the O(V) path (no cut) and the sorted path alike; greedy is argmax; the
+// no-cut path is the plain draw of kernels/cpu/sample.h (what Backend::sample_rows computes).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -7,7 +8,9 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/rng.h"
 #include "infer/sampler.h"
+#include "kernels/cpu/sample.h"
 
 namespace longctx {
 namespace {
@@ -81,6 +84,37 @@ TEST(Sampler, GreedyIsArgmaxAndSeedsRepeat) {
   EXPECT_EQ(g.sample(logits.data(), 6), 1);
   Sampler a({0.9f, 0, 1.0f, 42}), b({0.9f, 0, 1.0f, 42});
   for (int i = 0; i < 100; i++) EXPECT_EQ(a.sample(logits.data(), 6), b.sample(logits.data(), 6));
+}
+
+// sample_draw is the inverse CDF in id order: the first id whose prefix Σ_{j≤i} w_j passes u·Σw.
+TEST(Sampler, PlainDrawIsTheInverseCdfInIdOrder) {
+  // T 1: w = {0, 1, 3, 0}, Σ w = 4, the prefix passes 1 at id 1 and 4 at id 2
+  const float l[] = {-INFINITY, 0.0f, std::log(3.0f), -INFINITY};
+  EXPECT_EQ(sample_draw(l, 4, 1.0f, 0.0f), 1);  // u 0: the first id of positive weight
+  EXPECT_EQ(sample_draw(l, 4, 1.0f, 0.2f), 1);  // 0.8 < 1
+  EXPECT_EQ(sample_draw(l, 4, 1.0f, 0.3f), 2);  // 1.2 > 1
+  EXPECT_EQ(sample_draw(l, 4, 1.0f, std::nextafter(1.0f, 0.0f)), 2);  // never the zero-weight tail
+  EXPECT_EQ(sample_draw(l, 4, 2.0f, 0.3f), 1);  // T 2: w = {0, 1, √3, 0}, 0.3·2.73 < 1
+  EXPECT_EQ(sample_draw(l, 4, 0.0f, 0.9f), 2);  // greedy: argmax, u unused
+  const float tie[] = {1.0f, 2.0f, 2.0f};
+  EXPECT_EQ(sample_draw(tie, 3, 0.0f, 0.0f), 1);  // the first of equal maxima
+}
+
+// Sampler's no-cut path (top_k 0 or ≥ V, top_p 1) is that draw with u = next_u() of its stream.
+TEST(Sampler, NoCutIsThePlainDrawOfItsStream) {
+  for (int top_k : {0, 6, 100}) {
+    Sampler s({0.7f, top_k, 1.0f, 5});
+    EXPECT_EQ(s.plain(), top_k == 0);
+    Rng r(5);
+    for (int i = 0; i < 200; i++)
+      ASSERT_EQ(s.sample(logits.data(), 6), sample_draw(logits.data(), 6, 0.7f, r.uniform())) << "top_k " << top_k;
+  }
+  Sampler g({0.0f, 0, 1.0f, 5});  // greedy draws no uniform
+  const Rng before = g.rng;
+  EXPECT_EQ(g.next_u(), 0.0f);
+  g.sample(logits.data(), 6);
+  Rng a = before, b = g.rng;
+  EXPECT_EQ(a.uniform(), b.uniform());
 }
 
 TEST(Sampler, BadParametersAreErrors) {

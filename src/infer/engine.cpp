@@ -48,6 +48,17 @@ size_t Engine::scratch_bytes() const {
 }
 
 void Engine::forward(const Segment* segs, int n_segs, float* logits) {
+  run(segs, n_segs, logits);
+  if (m_.backend->device) logits_.download(logits, size_t(n_segs) * m_.config.vocab_size);
+}
+
+const float* Engine::forward_device(const Segment* segs, int n_segs) {
+  LCX_CHECK(m_.backend->device, "engine: forward_device needs a device backend, not '{}'", m_.backend->name);
+  run(segs, n_segs, nullptr);
+  return logits_.data();
+}
+
+void Engine::run(const Segment* segs, int n_segs, float* logits) {
   const Config& c = m_.config;
   const Backend& be = *m_.backend;
   const ParamLayout& P = m_.layout;
@@ -154,15 +165,14 @@ void Engine::forward(const Segment* segs, int n_segs, float* logits) {
   for (int i = 0; i < n_segs; i++) segs[i].cache->n_past += segs[i].n;
   // Only the last row of each segment reaches the head, as row i of x: the decode rows are there
   // already; a longer segment's last row moves up (off[i] ≥ i, and every later segment's rows lie
-  // below row i, so no row is overwritten before it is read). A device sends the n_segs rows'
-  // logits back.
+  // below row i, so no row is overwritten before it is read). A device keeps the logits in
+  // logits_.
   for (int i = n_dec; i < n_segs; i++)
     if (const int last = off[i] + segs[i].n - 1; last != i)
       be.copy(x + size_t(i) * d, x + size_t(last) * d, sizeof(float) * d, Copy::within);
   float* out = be.device ? logits_.data() : logits;
   be.rmsnorm_forward(ln_.data(), rstd_.data(), x, w + P.lnf, n_segs, d, c.rms_norm_eps);
   be.matmul_forward(out, ln_.data(), w + P.lm_head, n_segs, d, V);
-  if (be.device) logits_.download(logits, size_t(n_segs) * V);
 }
 
 void Engine::prefill(KvCache& c, const int32_t* tokens, int n, float* logits) {
@@ -359,23 +369,47 @@ bool Scheduler::step() {
   counters_.prefill_rows += chunk;
   counters_.max_decode_rows = std::max(counters_.max_decode_rows, n_dec);
   counters_.full_steps += n_dec >= max_batch_;
+  const Backend& be = e_.backend();
   if (logits_floats_ < segs.size() * size_t(V)) {
     logits_floats_ = 2 * segs.size() * size_t(V);  // room for the batch to grow
-    const Backend& be = e_.backend();
     logits_ = {be.pinned_alloc(logits_floats_ * sizeof(float)), be.pinned_release};
   }
   float* logits = static_cast<float*>(logits_.get());
-  auto t0 = std::chrono::steady_clock::now();
-  e_.forward(segs.data(), int(segs.size()), logits);
-  counters_.forward_s += seconds_since(t0);
-
-  // Each sequence draws with its own sampler (in parallel: O(V) host work per sequence), then
-  // the tokens are emitted in order.
-  t0 = std::chrono::steady_clock::now();
+  const bool prefill_ends = prefill_ && prefill_->done + chunk == int64_t(prefill_->req->prompt.size());
+  // A device backend draws the decode rows' tokens itself when no sequence cuts (top-k/top-p):
+  // Backend::sample_rows with u from each sequence's own stream, as Sampler::sample would draw.
+  // The finished prefill's row still comes back: its samples' first tokens are drawn here.
+  const bool on_device = be.device && n_dec > 0 &&
+                         std::all_of(running_.begin(), running_.end(), [](const auto& s) { return s->sampler.plain(); });
   std::vector<int32_t> drawn(running_.size());
+  auto t0 = std::chrono::steady_clock::now();
+  if (on_device) {
+    const float* dev_logits = e_.forward_device(segs.data(), int(segs.size()));
+    const size_t last = (segs.size() - 1) * size_t(V);
+    if (prefill_ends) be.copy(logits + last, dev_logits + last, sizeof(float) * V, Copy::to_host);
+    be.sync();  // forward_s holds the device's work, as with the logits download
+    counters_.forward_s += seconds_since(t0);
+    t0 = std::chrono::steady_clock::now();
+    host_draw_.resize(2 * size_t(n_dec));  // u of every row, then its temperature
+    for (int i = 0; i < n_dec; i++) {
+      host_draw_[size_t(i)] = running_[size_t(i)]->sampler.next_u();
+      host_draw_[size_t(n_dec + i)] = running_[size_t(i)]->sampler.params.temperature;
+    }
+    fit(draw_, be, host_draw_.size());
+    draw_.upload(host_draw_.data(), host_draw_.size());
+    be.sample_rows(fit(drawn_, be, size_t(n_dec)), dev_logits, draw_.data(), draw_.data() + n_dec, n_dec, V);
+    drawn_.download(drawn.data(), size_t(n_dec));
+    counters_.device_rows += n_dec;
+  } else {
+    e_.forward(segs.data(), int(segs.size()), logits);
+    counters_.forward_s += seconds_since(t0);
+    // Each sequence draws with its own sampler (in parallel: O(V) host work per sequence).
+    t0 = std::chrono::steady_clock::now();
 #pragma omp parallel for schedule(static)
-  for (size_t i = 0; i < running_.size(); i++) drawn[i] = running_[i]->sampler.sample(logits + i * V, V);
+    for (size_t i = 0; i < running_.size(); i++) drawn[i] = running_[i]->sampler.sample(logits + i * V, V);
+  }
   counters_.sample_s += seconds_since(t0);
+  // The tokens are emitted in order.
   t0 = std::chrono::steady_clock::now();
   std::vector<std::unique_ptr<Seq>> keep;
   for (size_t i = 0; i < running_.size(); i++)
@@ -386,7 +420,7 @@ bool Scheduler::step() {
   if (prefill_) {
     prefill_->done += chunk;
     GenRequest& r = *prefill_->req;
-    if (prefill_->done == int64_t(r.prompt.size())) {
+    if (prefill_ends) {
       const float* lg = logits + (segs.size() - 1) * V;
       for (int i = 0; i < r.n; i++) {  // n samples share the prefill: copy its cache
         t0 = std::chrono::steady_clock::now();

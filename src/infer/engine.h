@@ -16,7 +16,9 @@
 //                     recycled for the next one while work is queued (no device allocation per
 //                     sequence); StepCounters tell where the steps' time goes.
 // Any backend: caches, activations and scratch live in the backend's memory (Buffer); the host
-// only sends tokens and positions and receives each segment's last-row logits (Backend::copy).
+// only sends tokens and positions and receives each segment's last-row logits (Backend::copy), or,
+// on a device backend whose running sequences all sample without a top-k/top-p cut, the decode
+// rows' tokens drawn on the device (Backend::sample_rows, u from each sequence's own Rng).
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -60,12 +62,16 @@ class Engine {
   // Feeds each segment's tokens at positions cache->n_past.. and appends their keys/values;
   // writes the logits (V) of each segment's last token to logits + i·V (host memory).
   void forward(const Segment* segs, int n_segs, float* logits);
+  // forward on a device backend, the logits (n_segs, V) left in its memory (valid until the next
+  // call): for Backend::sample_rows, which downloads n_segs tokens instead of n_segs × V floats.
+  const float* forward_device(const Segment* segs, int n_segs);
   // Chunked prefill of n ≥ 1 tokens; logits (V) of the last one.
   void prefill(KvCache& c, const int32_t* tokens, int n, float* logits);
   size_t scratch_bytes() const;
 
  private:
   void reserve(int T, int n_segs, int kv_rows);
+  void run(const Segment* segs, int n_segs, float* logits);  // forward; device: logits in logits_
   Model& m_;
   EngineOptions opt_;
   int T_max_ = 0;
@@ -113,6 +119,7 @@ struct StepCounters {
   int64_t full_steps = 0;       // steps decoding max_batch sequences
   int64_t caches_used = 0;      // KV caches a prefill or a sample started with
   int64_t caches_allocated = 0; // of those, new ones (the rest were recycled)
+  int64_t device_rows = 0;      // decode rows drawn on the device (Backend::sample_rows)
   double forward_s = 0;         // Engine::forward
   double sample_s = 0;          // drawing the next tokens from the logits
   double cache_s = 0;           // KV caches: taking one (new or recycled), copying the prefill's
@@ -169,6 +176,11 @@ class Scheduler {
   // them (every step) runs at the bus's speed, not through a staging copy.
   std::unique_ptr<void, void (*)(void*)> logits_{nullptr, nullptr};
   size_t logits_floats_ = 0;
+  // Device backends with plain samplers: the decode rows' (u, temperature) as uploaded, and the
+  // tokens Backend::sample_rows draws from them.
+  std::vector<float> host_draw_;
+  Buffer<float> draw_;
+  Buffer<int32_t> drawn_;
 };
 
 }  // namespace longctx

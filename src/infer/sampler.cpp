@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "kernels/cpu/sample.h"
 
 namespace longctx {
 
@@ -14,8 +15,10 @@ int32_t Sampler::sample(const float* logits, int V) {
   LCX_CHECK(p.temperature >= 0.0f, "temperature must be ≥ 0, got {}", p.temperature);
   LCX_CHECK(p.top_p > 0.0f && p.top_p <= 1.0f, "top_p must be in (0, 1], got {}", p.top_p);
   LCX_CHECK(p.top_k >= 0, "top_k must be ≥ 0, got {}", p.top_k);
-  if (p.temperature == 0.0f) return int32_t(std::max_element(logits, logits + V) - logits);
   const int k = (p.top_k > 0 && p.top_k < V) ? p.top_k : V;
+  // Greedy, or no cut: the plain draw, one O(V) pass in id order.
+  if (p.temperature == 0.0f || (k == V && p.top_p >= 1.0f))
+    return sample_draw(logits, V, p.temperature, next_u());
   // Scratch per thread, not per sequence (a decode step samples its sequences on all threads):
   // w[token] = exp((logit − max) / T), the softmax at temperature, unnormalised; idx = the
   // candidates, largest logit first.
@@ -23,16 +26,8 @@ int32_t Sampler::sample(const float* logits, int V) {
   thread_local std::vector<int32_t> idx;
   w.resize(size_t(V));
   double total = 0.0;                // Σ w over the candidates
-  auto weigh = [&](int32_t i, double mx) { return w[size_t(i)] = std::exp((logits[i] - mx) / p.temperature); };
   if (k == V) {
-    const double mx = *std::max_element(logits, logits + V);
-    for (int i = 0; i < V; i++) total += weigh(i, mx);
-    if (p.top_p >= 1.0f) {  // no cut: one O(V) draw in id order
-      double u = double(rng.uniform()) * total;
-      for (int i = 0; i < V; i++)
-        if ((u -= w[size_t(i)]) < 0.0) return i;
-      return V - 1;
-    }
+    total = softmax_weights(w.data(), logits, V, p.temperature);
     // The nucleus lies within any set of the largest tokens that holds top_p of the mass: sort
     // only the tokens of weight ≥ cut for the largest cut whose set does (cut 0: all of them).
     for (double cut : {1e-4, 1e-8, 1e-16, 0.0}) {
@@ -50,7 +45,7 @@ int32_t Sampler::sample(const float* logits, int V) {
                       [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
     idx.resize(size_t(k));
     const double mx = logits[idx[0]];
-    for (int32_t i : idx) total += weigh(i, mx);
+    for (int32_t i : idx) total += w[size_t(i)] = std::exp((logits[i] - mx) / p.temperature);
   }
   // Nucleus: the smallest prefix of the candidates with mass ≥ top_p; draw within it.
   size_t n = idx.size();

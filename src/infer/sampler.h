@@ -21,6 +21,11 @@ struct Sampler {
   // O(V) plus a sort of the few tokens near the top for top-p (a decode batch samples every
   // sequence each step); top-k sorts k.
   int32_t sample(const float* logits, int V);
+  // No top-k/top-p cut: the draw is kernels/cpu/sample.h's sample_draw, which a device backend
+  // runs as Backend::sample_rows (infer/engine.cpp) with u = next_u().
+  bool plain() const { return params.top_k == 0 && params.top_p >= 1.0f; }
+  // The uniform of the next draw from this sampler's stream (none at temperature 0: 0).
+  float next_u() { return params.temperature > 0.0f ? rng.uniform() : 0.0f; }
 };
 
 }  // namespace longctx

@@ -212,6 +212,15 @@ struct Backend {
   // m = b1 m + (1−b1) g; v = b2 v + (1−b2) g²; p −= lr (m̂/(√v̂+eps) + wd·p)
   void (*adamw_update)(float* param, const float* grad, float* m, float* v, size_t n, float lr,
                        float beta1, float beta2, float eps, float weight_decay, int step);
+
+  // Inference: the plain draw of one token per row of logits (no top-k/top-p cut; the definition
+  // is kernels/cpu/sample.h's sample_draw): tokens[r] = the first i with Σ_{j≤i} w_j > u[r]·Σ_j w_j,
+  // w_j = exp((l_j − max)/temperature[r]) in fp64; the first argmax where temperature[r] = 0.
+  // logits (rows,V); tokens, u, temperature [rows]; u ∈ [0,1), temperature ≥ 0 (the caller
+  // validates them). cuda matches the host backends except where u·Σw falls within rounding of
+  // a prefix sum (another summation order).
+  void (*sample_rows)(int32_t* tokens, const float* logits, const float* u,
+                      const float* temperature, int rows, int V);
 };
 
 const Backend& backend_cpu_ref();  // plain loops: the definition of every op

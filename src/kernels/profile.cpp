@@ -174,6 +174,7 @@ const Backend& backend_profiled(const Backend& inner, OpProfile& prof) {
   LCX_TIMED(swiglu_backward);
   LCX_TIMED(lm_head_xent);
   LCX_TIMED(adamw_update);
+  LCX_TIMED(sample_rows);
 #undef LCX_TIMED
   return table;
 }

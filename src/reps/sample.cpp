@@ -208,14 +208,15 @@ class LocalBackend : public SampleBackend {
                  100.0 * sec / std::max(wall_s, 1e-9));
     };
     part("forward (ops + syncs + copies)", c.forward_s);
-    part("sampling (host, all threads)", c.sample_s);
+    part("sampling (host threads or device)", c.sample_s);
     part("KV caches for the n samples", c.cache_s);
     part("callbacks (detokenize, write)", c.emit_s);
     part("other scheduler work", other);
     part("submitting (tokenize prompts)", submit_s);
     part("outside the above", wall_s - c.step_s - submit_s);
     fmt::print(stderr, "  KV caches: {} used, {} allocated (the rest recycled); {:.1f} tokens a step through the "
-               "model\n", c.caches_used, c.caches_allocated, double(tokens) / steps);
+               "model; {} of {} decode rows drawn on the device\n", c.caches_used, c.caches_allocated,
+               double(tokens) / steps, c.device_rows, c.decode_rows);
     if (!o_.profile_ops) return;
     prof_.steps = int(steps);
     print_op_table(stderr, prof_.to_json());

@@ -11,6 +11,7 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/attn_block.h"
 #include "kernels/cpu/cpu.h"
+#include "kernels/cpu/sample.h"
 #include "kernels/cpu/ref.h"
 
 namespace longctx {
@@ -202,6 +203,7 @@ const Backend& backend_cpu_ref() {
       ref::swiglu_backward<float>,
       ref::lm_head_xent<float>,
       ref::adamw_update<float>,
+      ref::sample_rows,
   };
   return b;
 }
@@ -232,6 +234,7 @@ const Backend& backend_cpu() {
       cpu::swiglu_backward,
       cpu::lm_head_xent,
       cpu::adamw_update,
+      cpu::sample_rows,
   };
   return b;
 }

@@ -365,6 +365,12 @@ void adamw_update(float* param, const float* grad, float* m, float* v, size_t n,
   cuda::adamw(param, grad, m, v, n, lr, beta1, beta2, eps, weight_decay, bc1, bc2);
 }
 
+void sample_rows(int32_t* tokens, const float* logits, const float* u, const float* temperature,
+                 int rows, int V) {
+  LCX_CHECK(rows >= 0 && V >= 1, "sample_rows: bad shape rows={} V={}", rows, V);
+  cuda::sample_rows(tokens, logits, u, temperature, rows, V);
+}
+
 // ---- attention
 cuda::WindowArgs window_args(const AttnShape& s, const char* op) {
   LCX_CHECK(s.T >= 0 && s.H >= 1 && s.Hkv >= 1 && s.D >= 1 && s.H % s.Hkv == 0,
@@ -589,6 +595,7 @@ const Backend& backend_cuda() {
       cuda::swiglu_backward,
       lm_head_xent,
       adamw_update,
+      sample_rows,
   };
   return b;
 }

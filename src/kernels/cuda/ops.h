@@ -55,6 +55,10 @@ void xent_loss(float* losses, const float* mx, const float* se, const float* tar
 void xent_grad(float* logits, int rows, int Vc, int v0, const int32_t* targets, const float* mx,
                const float* se, float dloss);
 
+// sample.cu: Backend::sample_rows (the plain draw of kernels/cpu/sample.h), one block per row.
+void sample_rows(int32_t* tokens, const float* logits, const float* u, const float* temperature,
+                 int rows, int V);
+
 // window_attention.cu: fp32 sliding-window attention, any D ≤ 256. softmax = false: SWAT (σ,
 // bias); true: softmax (lse saved). Forward FlashDecoding-style (keys split over lanes, CTAs and
 // splits; fast for decode and chunked prefill after a KV cache); backward one warp per query and
